@@ -1,0 +1,1 @@
+"""Analysis over sanitized samples: pure functions, no I/O."""

@@ -1,0 +1,217 @@
+"""The ``doorman`` command: check, simulate, whois."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .settings import ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_CONFIG = 3
+
+log = logging.getLogger("doorman")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (or $DOORMAN_CONFIG)")
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis broker to watch (or $CELERY_BROKER_URL/$REDIS_URL)",
+    )
+    parser.add_argument(
+        "--state",
+        metavar="PATH",
+        help="SQLite file keeping the roster and observations between checks"
+        " (default: $DOORMAN_STATE or ~/.local/state/doorman/state.db)",
+    )
+    parser.add_argument("--target", metavar="NAME", help="name of the watched cluster")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doorman",
+        description="Privacy-first health checks for Celery clusters on Redis.",
+        epilog="Exit codes of 'check': 0 the check ran (whatever it found), 3 bad configuration.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    check = sub.add_parser(
+        "check",
+        help="check a cluster once or every CHECK_INTERVAL seconds",
+        description="Collect one sanitized snapshot of the cluster and print it. Without"
+        " --once, repeat every CHECK_INTERVAL seconds until interrupted (Ctrl-C).",
+    )
+    _common(check)
+    check.add_argument("--once", action="store_true", help="run one check and exit")
+    check.add_argument(
+        "--format", choices=("json", "text"), default="json", help="stdout format (default json)"
+    )
+    check.add_argument(
+        "--dry-run", action="store_true", help="deliver no notifications; show what would be sent"
+    )
+    check.add_argument(
+        "--interval", type=float, metavar="S", help="seconds between checks (or $CHECK_INTERVAL)"
+    )
+
+    sim = sub.add_parser(
+        "simulate",
+        help="run real workers on an embedded Redis and check them",
+        description="Start an embedded redis-server on a free port and N real Celery workers of"
+        " a bundled demo app, enqueue tasks, run checks and show what Doorman sees."
+        " Everything is stopped on exit, Ctrl-C included.",
+    )
+    sim.add_argument("--workers", type=int, default=1, metavar="N", help="workers to start")
+    sim.add_argument("--enqueue", type=int, default=0, metavar="M", help="tasks to enqueue")
+    sim.add_argument(
+        "--scenario",
+        choices=("healthy", "workers-down", "backlog", "stuck"),
+        default=None,
+        help="preset: healthy (1 worker), workers-down (0 workers, 5 tasks),"
+        " backlog (1 slow worker, 20 tasks), stuck (a task running past its limit)",
+    )
+    sim.add_argument("--checks", type=int, default=1, metavar="K", help="checks to run")
+    sim.add_argument(
+        "--format", choices=("json", "text"), default="text", help="output (default text)"
+    )
+    sim.add_argument("--tour", action="store_true", help="run every scenario and summarize")
+    sim.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+    whois = sub.add_parser(
+        "whois",
+        help="map a worker (w-...) or task (t-...) hash back to its live name",
+        description="Hash the names Doorman can see right now with the local secret and print"
+        " the one matching HASH. Run it where the state file and its secret live.",
+    )
+    _common(whois)
+    whois.add_argument("hash", metavar="HASH")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "redis_url": getattr(args, "redis_url", None),
+        "state_path": getattr(args, "state", None),
+        "target": getattr(args, "target", None),
+        "check_interval_seconds": getattr(args, "interval", None),
+    }
+    settings = load_settings(config_path=getattr(args, "config", None), overrides=overrides)
+    if getattr(args, "redis_url", None):
+        # A URL on the command line names the broker too, whatever the environment says.
+        from dataclasses import replace
+
+        settings = replace(settings, celery_broker_url=None)
+    return settings
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Celery and kombu log raw connection details at INFO; keep them quiet.
+    for noisy in ("celery", "kombu", "amqp"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(getattr(args, "verbose", False))
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "simulate":
+            from .simulate import cmd_simulate
+
+            return cmd_simulate(args)
+        if args.command == "whois":
+            return cmd_whois(args)
+    except ConfigError as exc:
+        print(f"doorman: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("doorman: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def make_deps(settings: Settings) -> Any:
+    """Collector, state store and hasher for local runs."""
+    from .collect import Collector
+    from .runner import Deps
+    from .sanitize import Hasher
+    from .state.sqlite import SqliteStore, local_secret
+
+    state_path = settings.default_state_path
+    secret = settings.hash_secret
+    if not secret:
+        try:
+            secret = local_secret(state_path)
+        except Exception as exc:
+            raise ConfigError(f"state_path: {exc}") from None
+    return Deps(collector=Collector(settings), store=SqliteStore(state_path), hasher=Hasher(secret))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from .report import render_text
+    from .runner import run_check
+
+    deps = make_deps(settings)
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    if not args.once:
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        while True:
+            result = run_check(settings, deps)
+            if args.format == "json":
+                sys.stdout.write(json.dumps(result.payload, separators=(",", ":")) + "\n")
+            else:
+                sys.stdout.write(render_text(result.payload) + "\n")
+            sys.stdout.flush()
+            if args.once or stop.wait(settings.check_interval_seconds):
+                break
+    finally:
+        deps.collector.close()
+        if deps.store is not None:
+            deps.store.close()
+    if stop.is_set():
+        print("doorman: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_whois(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from .whois import whois
+
+    deps = make_deps(settings)
+    try:
+        found = whois(settings, deps, args.hash)
+    finally:
+        deps.collector.close()
+    if found is None:
+        print(f"doorman: {args.hash} matches nothing Doorman can see now", file=sys.stderr)
+        return 1
+    print(found)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

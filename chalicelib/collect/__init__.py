@@ -1,0 +1,118 @@
+"""Collection: one Snapshot of a Redis broker and the Celery workers behind it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from ..model import ProbeError, Snapshot
+from ..settings import Settings
+from .redis_probe import RedisProbe, connect, describe_error
+from .worker_probe import WorkerProbe, mark_silent
+
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """What the state tells the collector before it starts."""
+
+    skip_worker: Callable[[str], bool] = field(default=lambda _name: False)
+    # "always": broadcast a ping to find workers missing from the pidbox bindings;
+    # "if_none": only when the bindings name no worker at all; "never".
+    discover_workers: str = "never"
+    visibility_timeout: float | None = None
+
+
+class Collector:
+    """Holds the connections for one target; reusable across checks (Lambda warm starts)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client = connect(settings.broker_url, settings.redis_timeout_seconds)
+        self._redis = RedisProbe(
+            self._client, keyprefix=settings.global_keyprefix, max_queues=settings.max_queues
+        )
+        self._workers = WorkerProbe(
+            settings.broker_url,
+            keyprefix=settings.global_keyprefix,
+            timeout=settings.worker_timeout_seconds,
+            connect_timeout=settings.redis_timeout_seconds,
+        )
+
+    def close(self) -> None:
+        self._workers.close()
+        with contextlib.suppress(redis.RedisError):
+            self._client.close()
+
+    def collect(self, plan: ProbePlan, clock: Callable[[], float] = time.time) -> Snapshot:
+        """Never raises for a broken Redis or broker: failures become ``errors``."""
+        settings = self.settings
+        started = time.perf_counter()
+        now = clock()
+        phases: dict[str, float] = {}
+        vt = (
+            settings.visibility_timeout_seconds
+            or plan.visibility_timeout
+            or DEFAULT_VISIBILITY_TIMEOUT
+        )
+        try:
+            result = self._redis.collect(settings.monitored_queues, now, vt)
+        except (redis.RedisError, OSError) as exc:
+            phases["redis_ms"] = _ms(started)
+            return Snapshot(
+                target=settings.target,
+                taken_at=now,
+                redis_ok=False,
+                errors=(describe_error(exc, settings.redis_timeout_seconds),),
+                duration_ms=_ms(started),
+                phase_ms=phases,
+            )
+        phases["redis_ms"] = _ms(started)
+
+        t_workers = time.perf_counter()
+        candidates = [n for n in result.worker_names if not plan.skip_worker(n)]
+        budget = settings.worker_timeout_seconds * 2.5
+        discover = plan.discover_workers == "always" or (
+            plan.discover_workers == "if_none" and not candidates
+        )
+        workers = self._workers.probe(candidates, discover=discover, budget=budget)
+        found = workers.workers
+        if any(w.status != "online" for w in found):
+            found = mark_silent(found, self._redis.pattern_subscribers())
+        phases["workers_ms"] = _ms(t_workers)
+
+        errors: list[ProbeError] = [*result.errors, *workers.errors]
+        queues = result.queues
+        consumed = {q for w in found for q in w.queues}
+        missing = tuple(sorted(consumed - {q.name for q in queues}))
+        if missing:
+            # A queue a worker consumes but that has no binding yet: count it too.
+            try:
+                extra = self._redis.collect(missing, now, vt)
+                queues = queues + tuple(q for q in extra.queues if q.name in missing)
+            except (redis.RedisError, OSError) as exc:
+                errors.append(describe_error(exc, settings.redis_timeout_seconds))
+
+        return Snapshot(
+            target=settings.target,
+            taken_at=now,
+            redis_ok=True,
+            queues=queues,
+            workers=found,
+            unacked=result.unacked,
+            info=result.info,
+            errors=tuple(errors),
+            discovery_truncated=result.truncated,
+            workers_probed=True,
+            duration_ms=_ms(started),
+            phase_ms=phases,
+        )
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 2)

@@ -1,0 +1,317 @@
+"""Celery remote control over the broker: who is alive, how busy, running what.
+
+Every command goes to an explicit ``destination`` list, so kombu stops collecting as soon as
+every addressed worker has answered instead of waiting out the timeout. Replies are reduced
+through the allow-lists below inside the reply callback, the moment each one arrives: task
+args and kwargs (raw in ``active()`` replies), broker transport options and settings values
+are never kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..model import ActiveTask, ProbeError, WorkerRaw
+
+# Decoy names for kombu's unacked bookkeeping on the probe's own connection. Collecting
+# replies makes kombu's Redis transport run its "restore visible messages" sweep; pointing
+# it at keys nobody uses keeps the probe from reading (or re-queueing) the real ones.
+_DECOY_PREFIX = "doorman.probe."
+
+
+@dataclass
+class _Reduced:
+    concurrency: int | None = None
+    pool: str | None = None
+    processed: dict[str, int] = field(default_factory=dict)
+    prefetch_count: int | None = None
+    uptime_sec: int | None = None
+    visibility_timeout: float | None = None
+    active: tuple[ActiveTask, ...] = ()
+    reserved_ids: tuple[str, ...] = ()
+    scheduled_ids: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    answered: list[str] = field(default_factory=list)
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def reduce_stats(reply: Any, into: _Reduced) -> None:
+    """Keep pool size and type, per-task-name totals, prefetch, uptime, visibility timeout."""
+    if not isinstance(reply, dict):
+        return
+    pool = reply.get("pool")
+    if isinstance(pool, dict):
+        into.concurrency = _int_or_none(pool.get("max-concurrency"))
+        impl = pool.get("implementation")
+        if isinstance(impl, str):
+            # "celery.concurrency.prefork:TaskPool" -> "prefork"
+            into.pool = impl.split(":")[0].rsplit(".", 1)[-1][:32]
+    total = reply.get("total")
+    if isinstance(total, dict):
+        into.processed = {
+            str(name): int(count)
+            for name, count in total.items()
+            if isinstance(count, int) and not isinstance(count, bool)
+        }
+    into.prefetch_count = _int_or_none(reply.get("prefetch_count"))
+    into.uptime_sec = _int_or_none(reply.get("uptime"))
+    broker = reply.get("broker")
+    if isinstance(broker, dict):
+        options = broker.get("transport_options")
+        if isinstance(options, dict):
+            vt = options.get("visibility_timeout")
+            if isinstance(vt, int | float) and not isinstance(vt, bool) and vt > 0:
+                into.visibility_timeout = float(vt)
+
+
+def _request_ids(reply: Any, *, nested: bool) -> tuple[str, ...]:
+    if not isinstance(reply, list):
+        return ()
+    ids: list[str] = []
+    for item in reply:
+        if not isinstance(item, dict):
+            continue
+        request = item.get("request") if nested else item
+        if isinstance(request, dict) and isinstance(request.get("id"), str):
+            ids.append(request["id"])
+    return tuple(ids)
+
+
+def reduce_active(reply: Any, into: _Reduced) -> None:
+    """Keep id, task name and start time of each running task; nothing else."""
+    if not isinstance(reply, list):
+        return
+    tasks: list[ActiveTask] = []
+    for item in reply:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        started = item.get("time_start")
+        tasks.append(
+            ActiveTask(
+                task_id=item["id"],
+                task_name=item["name"] if isinstance(item.get("name"), str) else "?",
+                started_at=float(started) if isinstance(started, int | float) else None,
+            )
+        )
+    into.active = tuple(tasks)
+
+
+def reduce_reserved(reply: Any, into: _Reduced) -> None:
+    into.reserved_ids = _request_ids(reply, nested=False)
+
+
+def reduce_scheduled(reply: Any, into: _Reduced) -> None:
+    into.scheduled_ids = _request_ids(reply, nested=True)
+
+
+def reduce_active_queues(reply: Any, into: _Reduced) -> None:
+    if isinstance(reply, list):
+        into.queues = tuple(
+            q["name"] for q in reply if isinstance(q, dict) and isinstance(q.get("name"), str)
+        )
+
+
+_Reducer = Callable[[Any, _Reduced], None]
+
+COMMANDS: tuple[tuple[str, _Reducer], ...] = (
+    ("stats", reduce_stats),
+    ("active", reduce_active),
+    ("reserved", reduce_reserved),
+    ("scheduled", reduce_scheduled),
+    ("active_queues", reduce_active_queues),
+)
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    workers: tuple[WorkerRaw, ...]
+    errors: tuple[ProbeError, ...]
+    discovered: bool
+
+
+class WorkerProbe:
+    """Sends remote-control commands through a private, fail-fast Celery app."""
+
+    def __init__(
+        self, broker_url: str, *, keyprefix: str = "", timeout: float = 1.0, connect_timeout: float
+    ) -> None:
+        self._broker_url = broker_url
+        self._keyprefix = keyprefix
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._app: Any = None
+
+    def _celery(self) -> Any:
+        if self._app is None:
+            from celery import Celery  # imported lazily: it is the bulk of a cold start
+
+            app = Celery("doorman-probe", broker=self._broker_url, set_as_current=False)
+            options: dict[str, Any] = {
+                "socket_timeout": self._connect_timeout,
+                "socket_connect_timeout": self._connect_timeout,
+                "retry_on_timeout": False,
+                "unacked_key": _DECOY_PREFIX + "unacked",
+                "unacked_index_key": _DECOY_PREFIX + "unacked_index",
+                "unacked_mutex_key": _DECOY_PREFIX + "unacked_mutex",
+                "visibility_timeout": 10 * 365 * 86400,
+            }
+            if self._keyprefix:
+                options["global_keyprefix"] = self._keyprefix
+            app.conf.update(
+                broker_transport_options=options,
+                broker_connection_retry=False,
+                broker_connection_retry_on_startup=False,
+                broker_connection_max_retries=0,
+                broker_connection_timeout=self._connect_timeout,
+                broker_pool_limit=2,
+                broker_heartbeat=0,
+            )
+            self._app = app
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            with contextlib.suppress(Exception):  # closing a pool must never fail a check
+                self._app.close()
+            self._app = None
+
+    def _broadcast(
+        self,
+        command: str,
+        destination: list[str] | None,
+        timeout: float,
+        on_reply: Callable[[str, Any], None],
+    ) -> None:
+        def callback(body: Any) -> None:
+            if isinstance(body, dict):
+                for hostname, value in body.items():
+                    if isinstance(hostname, str):
+                        on_reply(hostname, value)
+
+        self._celery().control.broadcast(
+            command,
+            destination=destination,
+            reply=True,
+            timeout=timeout,
+            callback=callback,
+            limit=len(destination) if destination else None,
+        )
+
+    def probe(self, candidates: Iterable[str], *, discover: bool, budget: float) -> WorkerResult:
+        """Ask ``candidates`` (and, with ``discover``, everyone) for their state.
+
+        ``budget`` bounds the whole exchange in seconds. Returns one WorkerRaw per name seen:
+        ``online`` when it answered ``stats``, else ``not_answering``.
+        """
+        deadline = time.monotonic() + budget
+        names = list(dict.fromkeys(candidates))
+        errors: list[ProbeError] = []
+        reduced: dict[str, _Reduced] = {}
+        try:
+            if discover:
+                found: list[str] = []
+                self._broadcast(
+                    "ping", None, self._step(deadline), lambda host, _reply: found.append(host)
+                )
+                names.extend(h for h in found if h not in names)
+            if names:
+                for command, reducer in COMMANDS:
+                    targets = names if command == "stats" else list(reduced)
+                    if not targets:
+                        break
+                    remaining = self._step(deadline)
+                    if remaining <= 0:
+                        errors.append(
+                            ProbeError("workers", "timeout", f"no time left for '{command}'")
+                        )
+                        break
+                    self._broadcast(
+                        command,
+                        targets,
+                        remaining,
+                        self._collector(command, reducer, reduced, set(targets)),
+                    )
+        except Exception as exc:
+            errors.append(_describe(exc))
+        workers = []
+        for name in names:
+            data = reduced.get(name)
+            if data is None:
+                workers.append(WorkerRaw(hostname=name, status="not_answering"))
+                continue
+            workers.append(
+                WorkerRaw(
+                    hostname=name,
+                    status="online",
+                    concurrency=data.concurrency,
+                    pool=data.pool,
+                    active=data.active,
+                    reserved=len(data.reserved_ids),
+                    scheduled=len(data.scheduled_ids),
+                    reserved_ids=data.reserved_ids + data.scheduled_ids,
+                    processed=data.processed,
+                    queues=data.queues,
+                    prefetch_count=data.prefetch_count,
+                    uptime_sec=data.uptime_sec,
+                    visibility_timeout_sec=data.visibility_timeout,
+                    answered=tuple(data.answered),
+                )
+            )
+        return WorkerResult(tuple(workers), tuple(errors), discover)
+
+    def _step(self, deadline: float) -> float:
+        return min(self._timeout, deadline - time.monotonic())
+
+    @staticmethod
+    def _collector(
+        command: str, reducer: _Reducer, reduced: dict[str, _Reduced], expected: set[str]
+    ) -> Callable[[str, Any], None]:
+        def on_reply(hostname: str, value: Any) -> None:
+            if hostname not in expected:
+                return
+            if command == "stats":
+                entry = reduced.setdefault(hostname, _Reduced())
+            elif hostname in reduced:
+                entry = reduced[hostname]
+            else:
+                return
+            reducer(value, entry)
+            entry.answered.append(command)
+
+        return on_reply
+
+
+def _describe(exc: BaseException) -> ProbeError:
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if "timeout" in text or "timed out" in text:
+        return ProbeError("workers", "timeout", "remote control timed out talking to the broker")
+    if "refused" in text or "connect" in text:
+        return ProbeError("workers", "broker_unreachable", f"remote control failed ({name})")
+    return ProbeError("workers", "error", f"remote control failed ({name})")
+
+
+def mark_silent(workers: tuple[WorkerRaw, ...], subscribers: int | None) -> tuple[WorkerRaw, ...]:
+    """Decide whether silent workers are dead (``offline``) or alive but not answering.
+
+    A live worker keeps one pattern subscription (its pidbox) open in Redis, a dead one's
+    connections are closed by the kernel. When the count of such subscriptions leaves no room
+    for the silent workers they are offline; when it covers all of them they are alive but
+    not answering; otherwise the count cannot tell them apart and they stay not_answering.
+    """
+    silent = [w for w in workers if w.status != "online"]
+    if not silent or subscribers is None:
+        return workers
+    spare = subscribers - sum(1 for w in workers if w.status == "online")
+    if spare > 0:
+        return workers
+    return tuple(replace(w, status="offline") if w.status != "online" else w for w in workers)

@@ -1,0 +1,33 @@
+"""The small Celery app that ``doorman simulate`` runs on real worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+
+from .producer_hook import install
+
+app = Celery(
+    "doorman-demo", broker=os.environ.get("DOORMAN_DEMO_BROKER", "redis://127.0.0.1:6399/0")
+)
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    task_default_queue="celery",
+)
+install()
+
+
+@app.task(name="demo.send_welcome_email")  # type: ignore[untyped-decorator]
+def send_welcome_email(address: str, body: str) -> None:
+    time.sleep(0.05)
+
+
+@app.task(name="demo.build_report")  # type: ignore[untyped-decorator]
+def build_report(seconds: float) -> None:
+    time.sleep(seconds)

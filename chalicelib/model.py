@@ -1,0 +1,253 @@
+"""Domain data: what a probe saw (``Snapshot``) and what may leave the process (``Sample``).
+
+A Snapshot still holds raw hostnames, task ids and names, but never task arguments,
+keyword arguments, results or message bodies: the probes cannot return them. Only the
+sanitizer turns a Snapshot into a Sample, and everything downstream sees only Samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    EMERGENCY = "emergency"
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank < other.rank
+
+
+_RANKS = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2, Severity.EMERGENCY: 3}
+
+
+# --- raw, as collected ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeError:
+    """A part of the check that failed; ``message`` is already free of secrets."""
+
+    component: str  # "redis", "workers", "queue", "state"
+    kind: str  # e.g. "connection_refused", "timeout", "auth", "not_redis", "wrong_type"
+    message: str
+
+
+@dataclass(frozen=True)
+class MessagePeek:
+    """Allow-listed header fields of the oldest message of one (priority) list."""
+
+    priority_list: int  # 0 for the plain list, n for "<queue>\x06\x16<n>"
+    fingerprint: str  # task id when the message is Celery's, else a digest of its bytes
+    size_bytes: int
+    decoded: bool  # False: not JSON, not a kombu envelope, or too large to inspect
+    task_id: str | None = None
+    task_name: str | None = None
+    eta: str | None = None
+    expires: str | None = None
+    expiration_ms: float | None = None
+    published_at: float | None = None
+    retries: int | None = None
+    redelivered: bool = False
+    priority: int | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueRaw:
+    name: str
+    depth: int
+    depth_by_priority: dict[int, int] = field(default_factory=dict)
+    oldest: tuple[MessagePeek, ...] = ()
+    problem: str | None = None  # e.g. a key of another Redis type holding the queue's name
+
+
+@dataclass(frozen=True)
+class UnackedEntry:
+    task_id: str | None
+    task_name: str | None
+    queue: str | None
+    age_sec: float
+
+
+@dataclass(frozen=True)
+class UnackedRaw:
+    total: int
+    overdue_total: int
+    oldest_age_sec: float | None
+    overdue: tuple[UnackedEntry, ...]
+    visibility_timeout_sec: float
+
+
+@dataclass(frozen=True)
+class RedisInfo:
+    version: str | None
+    used_memory: int | None
+    maxmemory: int | None
+    maxmemory_policy: str | None
+    connected_clients: int | None
+    maxclients: int | None
+    blocked_clients: int | None
+    evicted_keys: int | None
+    rejected_connections: int | None
+    rdb_last_bgsave_status: str | None
+    rdb_changes_since_last_save: int | None
+    aof_enabled: bool | None
+    uptime_in_seconds: int | None
+
+
+@dataclass(frozen=True)
+class ActiveTask:
+    task_id: str
+    task_name: str
+    started_at: float | None  # epoch seconds, as the worker reported it
+
+
+@dataclass(frozen=True)
+class WorkerRaw:
+    hostname: str
+    status: str  # "online" | "not_answering" | "offline"
+    concurrency: int | None = None
+    pool: str | None = None
+    active: tuple[ActiveTask, ...] = ()
+    reserved: int = 0
+    scheduled: int = 0
+    reserved_ids: tuple[str, ...] = ()
+    processed: dict[str, int] = field(default_factory=dict)
+    queues: tuple[str, ...] = ()
+    prefetch_count: int | None = None
+    uptime_sec: int | None = None
+    visibility_timeout_sec: float | None = None
+    answered: tuple[str, ...] = ()  # which remote-control commands it answered
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    target: str
+    taken_at: float
+    redis_ok: bool
+    queues: tuple[QueueRaw, ...] = ()
+    workers: tuple[WorkerRaw, ...] = ()
+    unacked: UnackedRaw | None = None
+    info: RedisInfo | None = None
+    errors: tuple[ProbeError, ...] = ()
+    discovery_truncated: bool = False
+    workers_probed: bool = False
+    duration_ms: float = 0.0
+    phase_ms: dict[str, float] = field(default_factory=dict)
+
+
+# --- sanitized -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueSample:
+    name: str
+    depth: int
+    latency_sec: float | None
+    latency_source: str  # "producer_header" | "expires" | "observed" | "none"
+    latency_is_lower_bound: bool
+    depth_by_priority: dict[int, int]
+    oldest_task: str | None
+    unreadable_messages: bool
+    serializers: tuple[str, ...]
+    redelivered: bool
+    problem: str | None
+
+
+@dataclass(frozen=True)
+class ActiveTaskSample:
+    task_id_hash: str
+    task_name: str
+    worker_id_hash: str
+    duration_sec: float | None
+
+
+@dataclass(frozen=True)
+class WorkerSample:
+    id_hash: str
+    status: str
+    concurrency: int | None
+    active: int
+    reserved: int
+    scheduled: int
+    pool: str | None
+    queues: tuple[str, ...]
+    processed_total: int
+    processed: dict[str, int]
+    prefetch_count: int | None
+    uptime_sec: int | None
+    tasks: tuple[ActiveTaskSample, ...]
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    type: str  # "stuck_task" | "orphaned_task" | "overdue_unacked"
+    task_id_hash: str | None
+    task_name: str | None
+    duration_sec: float
+    worker_id_hash: str | None = None
+    queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The oldest message of one priority list as first seen by a check (hashed)."""
+
+    fingerprint: str
+    first_seen: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    target: str
+    timestamp: float
+    duration_ms: float
+    redis_ok: bool
+    queues: tuple[QueueSample, ...]
+    workers: tuple[WorkerSample, ...]
+    anomalies: tuple[Anomaly, ...]
+    errors: tuple[ProbeError, ...]
+    redis: dict[str, object]
+    unacked_total: int
+    overdue_unacked: int
+    visibility_timeout_sec: float | None
+    workers_probed: bool
+    discovery_truncated: bool
+    observations: dict[str, Observation]
+    phase_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_pending(self) -> int:
+        return sum(q.depth for q in self.queues)
+
+    @property
+    def total_active(self) -> int:
+        return sum(w.active for w in self.workers if w.status == "online")
+
+    @property
+    def alive_workers(self) -> int:
+        return sum(1 for w in self.workers if w.status == "online")
+
+    @property
+    def total_concurrency(self) -> int:
+        return sum(w.concurrency or 0 for w in self.workers if w.status == "online")
+
+    @property
+    def saturation_pct(self) -> float:
+        slots = self.total_concurrency
+        return round(100.0 * self.total_active / slots, 1) if slots else 0.0
+
+    @property
+    def max_latency_sec(self) -> float:
+        latencies = [q.latency_sec for q in self.queues if q.latency_sec is not None]
+        return round(max(latencies), 3) if latencies else 0.0

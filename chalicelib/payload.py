@@ -1,0 +1,120 @@
+"""The JSON document of one check, with the field names of the earlier agent's schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from .model import Anomaly, QueueSample, Sample, WorkerSample
+
+PRIVACY = {
+    "args_accessed": False,
+    "kwargs_accessed": False,
+    "results_accessed": False,
+    "message_bodies_read": False,
+    "hostnames": "hashed",
+    "task_ids": "hashed",
+}
+
+
+def iso(ts: float) -> str:
+    return (
+        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _queue(q: QueueSample) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": q.name,
+        "depth": q.depth,
+        "latency_sec": q.latency_sec,
+        "latency_source": q.latency_source,
+    }
+    if q.latency_is_lower_bound:
+        doc["latency_is_lower_bound"] = True
+    if len(q.depth_by_priority) > 1 or any(k != 0 for k in q.depth_by_priority):
+        doc["depth_by_priority"] = {str(k): v for k, v in q.depth_by_priority.items()}
+    if q.oldest_task:
+        doc["oldest_task"] = q.oldest_task
+    if q.unreadable_messages:
+        doc["unreadable_messages"] = True
+    if q.serializers and q.serializers != ("json",):
+        doc["serializers"] = list(q.serializers)
+    if q.redelivered:
+        doc["redelivered"] = True
+    if q.problem:
+        doc["problem"] = q.problem
+    return doc
+
+
+def _worker(w: WorkerSample) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id_hash": w.id_hash, "status": w.status, "concurrency": w.concurrency}
+    if w.status == "online":
+        doc.update(
+            active=w.active,
+            reserved=w.reserved,
+            scheduled=w.scheduled,
+            pool=w.pool,
+            queues=list(w.queues),
+            processed_total=w.processed_total,
+        )
+    return doc
+
+
+def _anomaly(a: Anomaly) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "type": a.type,
+        "task_id_hash": a.task_id_hash,
+        "task_name": a.task_name,
+        "duration_sec": a.duration_sec,
+    }
+    if a.worker_id_hash:
+        doc["worker_id_hash"] = a.worker_id_hash
+    if a.queue:
+        doc["queue"] = a.queue
+    return doc
+
+
+def build_payload(
+    sample: Sample,
+    *,
+    alerts: list[dict[str, Any]] | None = None,
+    notifications: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Everything here comes from the sanitized sample; nothing raw can reach it."""
+    stuck = sum(1 for a in sample.anomalies if a.type == "stuck_task")
+    orphaned = sum(1 for a in sample.anomalies if a.type == "orphaned_task")
+    largest = max(sample.queues, key=lambda q: q.latency_sec or 0.0, default=None)
+    metrics: dict[str, Any] = {
+        "total_pending": sample.total_pending,
+        "total_active": sample.total_active,
+        "saturation_pct": sample.saturation_pct,
+        "max_latency_sec": sample.max_latency_sec,
+        "alive_workers": sample.alive_workers,
+        "total_workers": len(sample.workers),
+        "total_concurrency": sample.total_concurrency,
+        "queues": len(sample.queues),
+        "stuck_tasks": stuck,
+        "orphaned_tasks": orphaned,
+        "unacked_total": sample.unacked_total,
+        "redis_connected": sample.redis_ok,
+        "celery_connected": sample.alive_workers > 0,
+    }
+    if largest is not None and (largest.latency_sec or 0) > 0:
+        metrics["max_latency_queue"] = largest.name
+    return {
+        "target": sample.target,
+        "timestamp": iso(sample.timestamp),
+        "check_duration_ms": round(sample.duration_ms, 1),
+        "metrics": metrics,
+        "queues": [_queue(q) for q in sample.queues],
+        "workers": [_worker(w) for w in sample.workers],
+        "anomalies": [_anomaly(a) for a in sample.anomalies],
+        "redis": dict(sample.redis),
+        "errors": [
+            {"component": e.component, "kind": e.kind, "message": e.message} for e in sample.errors
+        ],
+        "alerts": alerts or [],
+        "notifications": notifications or [],
+        "privacy": dict(PRIVACY),
+    }

@@ -1,0 +1,68 @@
+"""Human summaries of a check payload (``--format text``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"
+
+
+_SOURCES = {
+    "producer_header": "exact, producer header",
+    "expires": "exact, from expires",
+    "observed": "at least, first seen",
+    "empty": "empty",
+    "not_due": "ETA not due",
+}
+
+
+def render_text(payload: dict[str, Any]) -> str:
+    """A short summary of one check: connection, workers, queues, anomalies, errors."""
+    m = payload["metrics"]
+    lines = [
+        f"Doorman check - target {payload['target']} - {payload['timestamp']}"
+        f" - {payload['check_duration_ms']:.0f} ms"
+    ]
+    redis_state = "connected" if m["redis_connected"] else "UNREACHABLE"
+    version = payload.get("redis", {}).get("version")
+    lines.append(f"  Redis      {redis_state}" + (f" (Redis {version})" if version else ""))
+    lines.append(
+        f"  Workers    {m['alive_workers']}/{m['total_workers']} alive,"
+        f" saturation {m['saturation_pct']:.1f}% ({m['total_active']}/{m['total_concurrency']}"
+        " slots busy)"
+    )
+    for w in payload["workers"]:
+        if w["status"] != "online":
+            lines.append(f"             {w['id_hash']} {w['status'].replace('_', ' ')}")
+    lines.append(
+        f"  Pending    {m['total_pending']} tasks in {m['queues']} queues,"
+        f" max latency {_seconds(m['max_latency_sec'])}"
+    )
+    for q in sorted(payload["queues"], key=lambda q: -q["depth"])[:10]:
+        source = _SOURCES.get(q["latency_source"], q["latency_source"])
+        extra = " (unreadable messages)" if q.get("unreadable_messages") else ""
+        lines.append(
+            f"             {q['name']}: {q['depth']} waiting,"
+            f" latency {_seconds(q['latency_sec'])} ({source}){extra}"
+        )
+    if len(payload["queues"]) > 10:
+        lines.append(f"             ... and {len(payload['queues']) - 10} more queues")
+    for a in payload["anomalies"]:
+        where = f" on {a['worker_id_hash']}" if a.get("worker_id_hash") else ""
+        lines.append(
+            f"  Anomaly    {a['type']}: {a.get('task_name') or '?'} {a.get('task_id_hash') or ''}"
+            f" for {_seconds(a['duration_sec'])}{where}"
+        )
+    for alert in payload.get("alerts", []):
+        lines.append(f"  Alert      [{alert['severity']}] {alert['title']} ({alert['state']})")
+    for e in payload["errors"]:
+        lines.append(f"  Error      {e['component']}/{e['kind']}: {e['message']}")
+    return "\n".join(lines)

@@ -1,0 +1,378 @@
+"""Configuration: defaults < YAML config file < environment < command-line flags.
+
+This module is the only reader of ``os.environ`` and of configuration files. Every
+validation error is a :class:`ConfigError` whose message names the offending key
+(or environment variable, or flag) and never repeats a password.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_queue_size: int = 1000
+    max_wait_time_seconds: float = 60.0
+    max_task_runtime_seconds: float = 1800.0
+    critical_queues: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    celery_broker_url: str | None = None
+    target: str = "default"
+    check_interval_seconds: float = 30.0
+    monitored_queues: tuple[str, ...] = ()
+    global_keyprefix: str = ""
+    sanitize_task_signatures: bool = True
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    alert_cooldown_seconds: float = 300.0
+    hash_secret: str | None = None
+    state_path: str | None = None
+    visibility_timeout_seconds: float | None = None
+    redis_timeout_seconds: float = 2.0
+    worker_timeout_seconds: float = 1.0
+    worker_discovery_interval_seconds: float = 600.0
+    worker_forget_after_seconds: float = 3600.0
+    max_queues: int = 5000
+
+    @property
+    def broker_url(self) -> str:
+        """The URL of the Redis that holds Celery's queues (the broker, else ``redis_url``)."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def broker_url_redacted(self) -> str:
+        return redact_url(self.broker_url)
+
+    @property
+    def default_state_path(self) -> str:
+        if self.state_path:
+            return self.state_path
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return str(Path(base) / "doorman" / "state.db")
+
+
+# --- value parsers -------------------------------------------------------------------------
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+    raise ValueError(f"expected true or false, got {_show(value)}")
+
+
+def _parse_count(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {_show(value)}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value.strip())
+    else:
+        raise ValueError(f"expected a whole number, got {_show(value)}")
+    if number < 0:
+        raise ValueError(f"must not be negative, got {number}")
+    return number
+
+
+def _parse_seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of seconds, got {_show(value)}")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {_show(value)}") from None
+    else:
+        raise ValueError(f"expected a number of seconds, got {_show(value)}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("must be a finite number")
+    if number < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    return number
+
+
+def _parse_positive_seconds(value: Any) -> float:
+    number = _parse_seconds(value)
+    if number <= 0:
+        raise ValueError("must be greater than zero")
+    return number
+
+
+def _parse_optional_seconds(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _parse_positive_seconds(value)
+
+
+def _parse_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {_show(value)}")
+    return value
+
+
+def _parse_optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = _parse_text(value)
+    return text or None
+
+
+def _parse_name(value: Any) -> str:
+    text = _parse_text(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _parse_names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = [part for part in value.split(",")]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(f"expected a list of names, got {_show(value)}")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a list of names, found {_show(item)}")
+        if item.strip():
+            names.append(item.strip())
+    return tuple(dict.fromkeys(names))
+
+
+def _parse_url(value: Any) -> str:
+    url = _parse_text(value).strip()
+    validate_redis_url(url)
+    return url
+
+
+def _parse_optional_url(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _parse_url(value)
+
+
+def _show(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to print)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}:***@{hostinfo}" if user else f":***@{hostinfo}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def validate_redis_url(url: str) -> None:
+    """Raise ValueError (naming the problem, never the password) unless ``url`` is usable."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("is not a URL") from None
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError(
+            f"unsupported scheme {parts.scheme!r} (expected redis://, rediss:// or unix://)"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// URL has no socket path")
+        return
+    if not parts.hostname:
+        raise ValueError("has no host name")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("has a port that is not a number from 1 to 65535")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"has a database {db[:20]!r} that is not a number")
+
+
+# --- the schema ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    parse: Callable[[Any], Any]
+    env: str | None = None
+    help: str = ""
+
+
+_FIELDS: dict[str, _Field] = {
+    "redis_url": _Field(_parse_url, "REDIS_URL", "Redis server to watch"),
+    "celery_broker_url": _Field(
+        _parse_optional_url, "CELERY_BROKER_URL", "Celery broker (defaults to redis_url)"
+    ),
+    "target": _Field(_parse_name, "DOORMAN_TARGET", "name of the watched cluster"),
+    "check_interval_seconds": _Field(_parse_positive_seconds, "CHECK_INTERVAL"),
+    "monitored_queues": _Field(_parse_names, "DOORMAN_MONITORED_QUEUES"),
+    "global_keyprefix": _Field(_parse_text, "DOORMAN_GLOBAL_KEYPREFIX"),
+    "privacy.sanitize_task_signatures": _Field(_parse_bool, "DOORMAN_SANITIZE_TASK_SIGNATURES"),
+    "thresholds.max_queue_size": _Field(_parse_count, "MAX_QUEUE_SIZE"),
+    "thresholds.max_wait_time_seconds": _Field(_parse_seconds, "MAX_WAIT_TIME"),
+    "thresholds.max_task_runtime_seconds": _Field(_parse_seconds, "MAX_TASK_RUNTIME"),
+    "thresholds.critical_queues": _Field(_parse_names, "DOORMAN_CRITICAL_QUEUES"),
+    "alert_cooldown_seconds": _Field(_parse_seconds, "ALERT_COOLDOWN"),
+    "hash_secret": _Field(_parse_optional_text, "DOORMAN_HASH_SECRET"),
+    "state_path": _Field(_parse_optional_text, "DOORMAN_STATE"),
+    "visibility_timeout_seconds": _Field(_parse_optional_seconds, "DOORMAN_VISIBILITY_TIMEOUT"),
+    "redis_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_REDIS_TIMEOUT"),
+    "worker_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_WORKER_TIMEOUT"),
+    "worker_discovery_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DISCOVERY"),
+    "worker_forget_after_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_FORGET_AFTER"),
+    "max_queues": _Field(_parse_count, "DOORMAN_MAX_QUEUES"),
+}
+
+CONFIG_ENV = "DOORMAN_CONFIG"
+
+
+def known_keys() -> list[str]:
+    return sorted(_FIELDS)
+
+
+def env_names() -> dict[str, str]:
+    """Map each config key to the environment variable that sets it."""
+    return {key: f.env for key, f in _FIELDS.items() if f.env}
+
+
+def _flatten(data: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{source}: key {_show(key)} is not text")
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and f"{dotted}" not in _FIELDS:
+            if not any(name.startswith(dotted + ".") for name in _FIELDS):
+                raise ConfigError(f"{source}: unknown key '{dotted}'")
+            flat.update(_flatten(value, dotted + ".", source))
+        else:
+            if dotted not in _FIELDS:
+                hint = _suggest(dotted)
+                raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
+            flat[dotted] = value
+    return flat
+
+
+def _suggest(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(_FIELDS), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Return the flattened keys of a YAML config file; raises ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: is not UTF-8 text") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}: is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path}: must hold a mapping of keys, not a list or value")
+    return _flatten(data, "", f"config file {path}")
+
+
+def load_settings(
+    *,
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from defaults, a config file, the environment and flag overrides.
+
+    ``overrides`` maps config keys (dotted) to values given on the command line; a key whose
+    value is None is not overriding. Raises ConfigError naming the key on any invalid value.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+
+    path = config_path or env.get(CONFIG_ENV) or None
+    if path:
+        for key, raw in read_config_file(path).items():
+            values[key] = _convert(key, raw, f"config file {path}: {key}")
+
+    for key, spec in _FIELDS.items():
+        if spec.env and spec.env in env:
+            values[key] = _convert(key, env[spec.env], spec.env)
+
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting '{key}'")
+        values[key] = _convert(key, raw, "--" + key.replace("_", "-").replace(".", "-"))
+
+    return _build(values)
+
+
+def _convert(key: str, raw: Any, where: str) -> Any:
+    try:
+        return _FIELDS[key].parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _build(values: Mapping[str, Any]) -> Settings:
+    top: dict[str, Any] = {}
+    thresholds: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.startswith("thresholds."):
+            thresholds[key.split(".", 1)[1]] = value
+        elif key == "privacy.sanitize_task_signatures":
+            top["sanitize_task_signatures"] = value
+        else:
+            top[key] = value
+    settings = Settings(thresholds=Thresholds(**thresholds), **top)
+    if settings.worker_timeout_seconds > 30:
+        raise ConfigError("worker_timeout_seconds: must be at most 30 seconds")
+    if settings.redis_timeout_seconds > 30:
+        raise ConfigError("redis_timeout_seconds: must be at most 30 seconds")
+    return settings
