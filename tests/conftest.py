@@ -1,0 +1,157 @@
+"""Fixtures: real redis-server processes, real Celery workers, and a checker.
+
+Every server binds to 127.0.0.1 on a free port and is stopped by the fixture that
+started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.embedded import RedisServer, Worker, wait_for_workers
+from chalicelib.runner import run_check
+from chalicelib.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PII_APP = "tests.support.pii_app"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class WorkerFactory:
+    def __init__(self, broker: str) -> None:
+        self.broker = broker
+        self.started: list[Worker] = []
+
+    def start(
+        self,
+        name: str,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        queues: tuple[str, ...] = ("celery",),
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> Worker:
+        worker = Worker(
+            PII_APP,
+            self.broker,
+            name,
+            pool=pool,
+            concurrency=concurrency,
+            queues=queues,
+            env=env,
+            cwd=str(ROOT),
+        ).start()
+        self.started.append(worker)
+        if wait:
+            try:
+                wait_for_workers(self.broker, [name], timeout=45)
+            except Exception:
+                print(worker.log_text()[-3000:])
+                raise
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            worker.stop()
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer) -> Iterator[WorkerFactory]:
+    factory = WorkerFactory(redis_server.url)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+class Checker:
+    """Runs checks in-process against one Redis, keeping state in ``state_path``."""
+
+    def __init__(self, url: str, state_path: Path, **overrides: Any) -> None:
+        self.url = url
+        self.state_path = state_path
+        self.overrides = overrides
+
+    def settings(self, **more: Any) -> Any:
+        values: dict[str, Any] = {
+            "redis_url": self.url,
+            "state_path": str(self.state_path),
+            "hash_secret": "test-secret",
+            "worker_timeout_seconds": 1.0,
+        }
+        values.update(self.overrides)
+        values.update(more)
+        return load_settings(environ={}, overrides=values)
+
+    def check(self, **more: Any) -> dict[str, Any]:
+        from chalicelib.cli import make_deps
+
+        settings = self.settings(**more)
+        deps = make_deps(settings)
+        try:
+            return run_check(settings, deps).payload
+        finally:
+            deps.collector.close()
+            if deps.store is not None:
+                deps.store.close()
+
+
+@pytest.fixture
+def checker(redis_server: RedisServer, tmp_path: Path) -> Callable[..., Checker]:
+    def make(**overrides: Any) -> Checker:
+        return Checker(redis_server.url, tmp_path / "state.db", **overrides)
+
+    return make
+
+
+def producer(broker: str, **env: str) -> Any:
+    """The planted-data Celery app, pointed at ``broker``, for enqueueing from a test."""
+    from tests.support import pii_app
+
+    pii_app.app.conf.broker_url = broker
+    return pii_app
+
+
+def run_cli(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``doorman`` command as a user would, in a subprocess."""
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CELERY_", "DOORMAN_"))
+    }
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "chalicelib.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=str(ROOT),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def parse_one_json(stdout: str) -> dict[str, Any]:
+    """stdout must be exactly one JSON document."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got {len(lines)}: {stdout[:500]}"
+    doc = json.loads(lines[0])
+    assert isinstance(doc, dict)
+    return doc
