@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -261,3 +262,17 @@ def wait_for_workers(broker: str, names: Sequence[str], timeout: float = 30.0) -
             raise EmbeddedError(f"{len(missing)} worker(s) did not come up in {timeout:.0f} s")
     finally:
         app.close()
+
+
+def point_app_at(app: Any, broker: str) -> Any:
+    """Point a Celery app used for publishing at ``broker``, dropping pooled connections.
+
+    ``app.close()`` forgets the connection pool but not the producer pool, which would keep
+    publishing to the previous broker.
+    """
+    app.close()
+    app.conf.broker_url = broker
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+    return app

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .embedded import EmbeddedError, RedisServer, Worker, wait_for_workers
+from .embedded import EmbeddedError, RedisServer, Worker, point_app_at, wait_for_workers
 from .report import render_text
 from .settings import load_settings
 
@@ -84,7 +84,7 @@ def cluster(workers: int) -> Iterator[tuple[RedisServer, list[Worker]]]:
 def _enqueue(url: str, scenario: Scenario) -> None:
     from . import demo_app
 
-    demo_app.app.conf.broker_url = url
+    point_app_at(demo_app.app, url)
     for index in range(scenario.enqueue):
         address = DEMO_ADDRESSES[index % len(DEMO_ADDRESSES)]
         if scenario.task == "email":

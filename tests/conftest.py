@@ -123,9 +123,10 @@ def checker(redis_server: RedisServer, tmp_path: Path) -> Callable[..., Checker]
 
 def producer(broker: str, **env: str) -> Any:
     """The planted-data Celery app, pointed at ``broker``, for enqueueing from a test."""
+    from chalicelib.embedded import point_app_at
     from tests.support import pii_app
 
-    pii_app.app.conf.broker_url = broker
+    point_app_at(pii_app.app, broker)
     return pii_app
 
 
