@@ -83,7 +83,7 @@ class Collector:
         workers = self._workers.probe(candidates, discover=discover, budget=budget)
         found = workers.workers
         if any(w.status != "online" for w in found):
-            found = mark_silent(found, self._redis.pattern_subscribers())
+            found = mark_silent(found, self._redis.pidbox_subscribers(result.pidbox_exchanges))
         phases["workers_ms"] = _ms(t_workers)
 
         errors: list[ProbeError] = [*result.errors, *workers.errors]

@@ -23,6 +23,7 @@ from ..model import MessagePeek, ProbeError, QueueRaw, RedisInfo, UnackedEntry, 
 PEEK_MAX_BYTES = 1 << 20  # larger messages are counted and fingerprinted, not decoded
 MAX_SCAN_ITERATIONS = 200  # x COUNT 1000 keys scanned for binding sets
 MAX_UNACKED_ROWS = 200
+DEFAULT_PIDBOX_EXCHANGE = "celery.pidbox"
 
 
 def _script(name: str) -> str:
@@ -87,6 +88,7 @@ def _first_word(exc: BaseException) -> str:
 class RedisResult:
     queues: tuple[QueueRaw, ...]
     worker_names: tuple[str, ...]
+    pidbox_exchanges: tuple[str, ...]
     unacked: UnackedRaw | None
     info: RedisInfo
     truncated: bool
@@ -118,14 +120,15 @@ class RedisProbe:
         errors: list[ProbeError] = []
         if isinstance(queues_raw, Exception):
             raise queues_raw
-        decoded = json.loads(queues_raw)
+        decoded = _loads(queues_raw)
         queues = tuple(_queue_from(entry) for entry in _as_list(decoded.get("q")))
         names = tuple(str(n) for n in _as_list(decoded.get("w")))
+        pidboxes = tuple(str(x) for x in _as_list(decoded.get("x")))
         unacked = None
         if isinstance(unacked_raw, Exception):
             errors.append(describe_error(unacked_raw, 0))
         else:
-            unacked = _unacked_from(json.loads(unacked_raw), visibility_timeout)
+            unacked = _unacked_from(_loads(unacked_raw), visibility_timeout)
             if unacked is None:
                 errors.append(
                     ProbeError("queue", "wrong_type", "the unacked_index key is not a sorted set")
@@ -135,23 +138,39 @@ class RedisProbe:
         return RedisResult(
             queues=queues,
             worker_names=tuple(dict.fromkeys(names)),
+            pidbox_exchanges=tuple(dict.fromkeys(pidboxes)),
             unacked=unacked,
             info=_info_from(info_raw),
             truncated=bool(decoded.get("t")),
             errors=tuple(errors),
         )
 
-    def pattern_subscribers(self) -> int | None:
-        """Connections holding a pattern subscription (live workers' pidbox), or None.
+    def pidbox_subscribers(self, exchanges: tuple[str, ...]) -> int | None:
+        """How many live connections listen on the workers' remote-control channel, or None.
 
-        Read only on the slow path, to tell a dead worker (its connections are gone) from
-        one that is alive but not answering. Only the ``psub`` counter of each client is used.
+        Read only on the slow path, to tell a dead worker (its connections are gone) from one
+        that is alive but not answering. Every live worker keeps one pattern subscription to
+        its pidbox exchange's fanout topic (``<prefix>/<db>.<exchange>``); PUBLISH returns how
+        many subscribers received a message. The message is empty, and kombu drops an empty
+        fanout message unread, so the workers never see it. Counting subscriptions with
+        CLIENT LIST instead would also count worker gossip, event monitors (Flower) and other
+        databases and key prefixes on the same server, and make dead workers look alive.
         """
+        db = self._client.connection_pool.connection_kwargs.get("db", 0) or 0
+        topics = [f"{self._prefix}/{db}.{exchange}" for exchange in exchanges]
+        pipe = self._client.pipeline(transaction=False)
+        for topic in topics or [f"{self._prefix}/{db}.{DEFAULT_PIDBOX_EXCHANGE}"]:
+            pipe.publish(topic, b"")
         try:
-            clients = self._client.client_list()
-        except redis.RedisError:
+            counts = pipe.execute(raise_on_error=False)
+        except (redis.RedisError, OSError):
             return None
-        return sum(1 for c in clients if int(c.get("psub", 0) or 0) > 0)
+        total = 0
+        for count in counts:
+            if not isinstance(count, int) or isinstance(count, bool):
+                return None
+            total += count
+        return total
 
     def _load_scripts(self) -> None:
         load: Any = self._client.script_load
@@ -182,6 +201,14 @@ class RedisProbe:
         )
         pipe.info()
         return list(pipe.execute(raise_on_error=False))
+
+
+def _loads(raw: Any) -> Any:
+    """A script's JSON reply. Lua strings are bytes: a message or queue name that is not
+    UTF-8 must not fail the whole check, so undecodable bytes become U+FFFD."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    return json.loads(raw)
 
 
 def _is_noscript(result: Any) -> bool:

@@ -303,15 +303,17 @@ def _describe(exc: BaseException) -> ProbeError:
 def mark_silent(workers: tuple[WorkerRaw, ...], subscribers: int | None) -> tuple[WorkerRaw, ...]:
     """Decide whether silent workers are dead (``offline``) or alive but not answering.
 
-    A live worker keeps one pattern subscription (its pidbox) open in Redis, a dead one's
-    connections are closed by the kernel. When the count of such subscriptions leaves no room
-    for the silent workers they are offline; when it covers all of them they are alive but
-    not answering; otherwise the count cannot tell them apart and they stay not_answering.
+    ``subscribers`` counts the live subscriptions to the workers' pidbox channel: one per live
+    worker, dead workers' connections are closed by the kernel. When the count leaves no room
+    for the silent workers they are offline; when it covers all of them they are alive but not
+    answering; otherwise it cannot tell them apart and they stay not_answering. A count below
+    the number of workers that did answer measures something else (a custom fanout prefix,
+    say) and decides nothing.
     """
     silent = [w for w in workers if w.status != "online"]
     if not silent or subscribers is None:
         return workers
-    spare = subscribers - sum(1 for w in workers if w.status == "online")
-    if spare > 0:
+    online = sum(1 for w in workers if w.status == "online")
+    if subscribers != online:  # room for silent ones that are alive, or a count to distrust
         return workers
     return tuple(replace(w, status="offline") if w.status != "online" else w for w in workers)

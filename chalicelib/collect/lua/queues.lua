@@ -14,6 +14,7 @@ local max_queues = tonumber(ARGV[4])
 local SEP = '\6\22'
 
 local queues, seen, workers = {}, {}, {}
+local pidboxes, seen_pidbox = {}, {}
 local truncated = false
 
 local function add_queue(name)
@@ -40,9 +41,11 @@ local function ends_with(text, suffix)
 end
 
 local head = prefix .. '_kombu.binding.'
+-- The prefix is literal text: escape the glob characters SCAN MATCH would interpret.
+local pattern = string.gsub(head, '[%*%?%[%]\\]', '\\%0') .. '*'
 local cursor, iter = '0', 0
 repeat
-  local res = redis.call('SCAN', cursor, 'MATCH', head .. '*', 'COUNT', 1000)
+  local res = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
   cursor = res[1]
   for _, key in ipairs(res[2]) do
     local exchange = string.sub(key, string.len(head) + 1)
@@ -50,6 +53,10 @@ repeat
       local is_pidbox = ends_with(exchange, '.pidbox')
       local is_reply = string.sub(exchange, 1, 6) == 'reply.'
       if not is_reply and exchange ~= 'celeryev' then
+        if is_pidbox and not seen_pidbox[exchange] then
+          seen_pidbox[exchange] = true
+          pidboxes[#pidboxes + 1] = exchange
+        end
         for _, member in ipairs(redis.call('SMEMBERS', key)) do
           local queue = last_part(member)
           if is_pidbox then
@@ -68,10 +75,16 @@ repeat
 until cursor == '0' or iter >= max_iter
 if cursor ~= '0' then truncated = true end
 
-local function number_or_nil(v)
-  if type(v) == 'number' then return v end
-  if type(v) == 'string' then return tonumber(v) end
+-- cjson cannot encode inf or NaN (a message holding 1e999 would fail the whole reply):
+-- only finite numbers are passed on.
+local function finite(v)
+  if type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge then return v end
   return nil
+end
+
+local function number_or_nil(v)
+  if type(v) == 'string' then return finite(tonumber(v)) end
+  return finite(v)
 end
 
 local function peek(key, level)
@@ -97,12 +110,12 @@ local function peek(key, level)
     if type(h['expires']) == 'string' then r.exp = h['expires'] end
     r.xms = number_or_nil(p['expiration'])
     r.pub = number_or_nil(h['x_published_at'])
-    if type(h['retries']) == 'number' then r.re = h['retries'] end
+    r.re = finite(h['retries'])
     local di = p['delivery_info']
     if h['redelivered'] == true or (type(di) == 'table' and di['redelivered'] == true) then
       r.rd = true
     end
-    if type(p['priority']) == 'number' then r.pr = p['priority'] end
+    r.pr = finite(p['priority'])
     if type(msg['content-type']) == 'string' then r.ct = string.sub(msg['content-type'], 1, 64) end
   end
   r.f = r.id or digest
@@ -132,4 +145,4 @@ for index, name in ipairs(queues) do
   out[#out + 1] = entry
 end
 
-return cjson.encode({q = out, w = workers, t = truncated})
+return cjson.encode({q = out, w = workers, x = pidboxes, t = truncated})

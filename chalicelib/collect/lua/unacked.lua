@@ -12,6 +12,18 @@ local vt = tonumber(ARGV[2])
 local max_rows = tonumber(ARGV[3])
 local peek_max = tonumber(ARGV[4])
 
+-- cjson cannot encode inf or NaN, and ZADD accepts +/-inf scores: pass finite ages only.
+local function finite(v)
+  if type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge then return v end
+  return nil
+end
+
+local function age(score)
+  local taken = tonumber(score)
+  if taken == nil then return nil end
+  return finite(now - taken)
+end
+
 local total = redis.pcall('ZCARD', KEYS[1])
 if type(total) == 'table' then
   return cjson.encode({err = 'wrong_type'})
@@ -20,12 +32,12 @@ local ceil = now - vt
 local overdue = redis.call('ZCOUNT', KEYS[1], '-inf', ceil)
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local oldest = cjson.null
-if #first == 2 then oldest = now - tonumber(first[2]) end
+if #first == 2 then oldest = age(first[2]) or cjson.null end
 
 local rows = {}
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ceil, 'WITHSCORES', 'LIMIT', 0, max_rows)
 for i = 1, #found, 2 do
-  local entry = {a = now - tonumber(found[i + 1])}
+  local entry = {a = age(found[i + 1])}
   local raw = redis.pcall('HGET', KEYS[2], found[i])
   if type(raw) == 'string' and string.len(raw) <= peek_max then
     local ok, value = pcall(cjson.decode, raw)
