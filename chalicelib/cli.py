@@ -98,19 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    redis_url = getattr(args, "redis_url", None)
     overrides: dict[str, Any] = {
-        "redis_url": getattr(args, "redis_url", None),
+        "redis_url": redis_url,
+        # A URL on the command line names the broker too, whatever the environment or the
+        # config file say ("" clears it, and what it overrides is not even validated).
+        "celery_broker_url": "" if redis_url is not None else None,
         "state_path": getattr(args, "state", None),
         "target": getattr(args, "target", None),
         "check_interval_seconds": getattr(args, "interval", None),
     }
-    settings = load_settings(config_path=getattr(args, "config", None), overrides=overrides)
-    if getattr(args, "redis_url", None):
-        # A URL on the command line names the broker too, whatever the environment says.
-        from dataclasses import replace
-
-        settings = replace(settings, celery_broker_url=None)
-    return settings
+    return load_settings(config_path=getattr(args, "config", None), overrides=overrides)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -161,7 +159,14 @@ def make_deps(settings: Settings) -> Any:
             secret = local_secret(state_path)
         except Exception as exc:
             raise ConfigError(f"state_path: {exc}") from None
-    return Deps(collector=Collector(settings), store=SqliteStore(state_path), hasher=Hasher(secret))
+    try:
+        collector = Collector(settings)
+    except (ValueError, TypeError) as exc:
+        # The URL passed validation but the Redis client still refused it; its text may hold
+        # the URL, so only the kind of error is named.
+        key = "celery_broker_url" if settings.celery_broker_url else "redis_url"
+        raise ConfigError(f"{key}: cannot be used ({type(exc).__name__})") from None
+    return Deps(collector=collector, store=SqliteStore(state_path), hasher=Hasher(secret))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -35,7 +35,9 @@ _TLDS = (
 # Order matters: the most specific shapes first, so an email is not half-eaten as a host.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
-        re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
+        # No hyphen in the local part: "emails-john@acme.com" keeps its "emails-" prefix, as
+        # the published examples show (a hyphenated local part loses only its last segment).
+        re.compile(r"[A-Za-z0-9._%+]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
         "[email]",
     ),
     (
@@ -45,17 +47,32 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         "[uuid]",
     ),
     (re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), "[ip]"),
-    (re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])"), "[ip]"),
+    # IPv6: eight groups, or fewer around one "::" (so "12:30:45" is not taken for one).
     (
         re.compile(
-            r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?)?\d{2,4}[\s.\-]\d{3,4}[\s.\-]\d{3,4}(?!\w)"
-            r"|(?<![\w+])\+\d{8,15}(?!\w)"
+            r"(?<![A-Za-z0-9:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
+            r"|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::"
+            r"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?)(?![A-Za-z0-9:])"
+        ),
+        "[ip]",
+    ),
+    # Card numbers (four groups of four) and US social security numbers, before the phone
+    # pattern would take three of their groups and leave the rest.
+    (re.compile(r"(?<!\d)\d{4}(?:[ \-]\d{4}){2,3}(?!\d)|(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)"), "[id]"),
+    (
+        re.compile(
+            r"(?<![\d+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])"
+            r"\d{3,4}[\s.\-]\d{3,4}(?!\d)"
+            r"|(?<!\d)\+\d{8,15}(?!\d)"
         ),
         "[phone]",
     ),
+    # A host name ends its dotted token: "proj.app.tasks.send" is a module path, not a host.
+    # "_" cannot be in a host name, so it bounds one ("sync_db-7.internal").
     (
         re.compile(
-            rf"(?<![\w.\-])(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)+(?:{_TLDS})(?![\w\-])",
+            r"(?<![A-Za-z0-9.\-])(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)+"
+            rf"(?:{_TLDS})(?![A-Za-z0-9\-]|\.[A-Za-z0-9])",
             re.IGNORECASE,
         ),
         "[host]",
@@ -141,7 +158,7 @@ def _message_age(
     expires = parse_time(peek.expires)
     if expires is not None and peek.expiration_ms is not None and peek.expiration_ms > 0:
         published = expires - peek.expiration_ms / 1000.0
-        if published <= now + 60:
+        if 0 < published <= now + 60:
             return _Age(now - max(published, since_eta), "expires", False), observation
     return _Age(now - max(first_seen, since_eta), "observed", True), observation
 

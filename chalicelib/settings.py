@@ -166,9 +166,26 @@ def _parse_names(value: Any) -> tuple[str, ...]:
 
 
 def _parse_url(value: Any) -> str:
-    url = _parse_text(value).strip()
+    if not isinstance(value, str):
+        # Never shown: a URL can carry a password.
+        raise ValueError(f"expected a URL as text, got a {_type_name(value)}")
+    url = value.strip()
     validate_redis_url(url)
     return url
+
+
+def _parse_secret(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got a {_type_name(value)}")  # the value is a secret
+    return value or None
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", list: "list", dict: "mapping"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _parse_optional_url(value: Any) -> str | None:
@@ -209,6 +226,7 @@ def validate_redis_url(url: str) -> None:
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("unix:// URL has no socket path")
+        _validate_query(parts.scheme, parts.query)
         return
     if not parts.hostname:
         raise ValueError("has no host name")
@@ -221,6 +239,59 @@ def validate_redis_url(url: str) -> None:
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
         raise ValueError(f"has a database {db[:20]!r} that is not a number")
+    _validate_query(parts.scheme, parts.query)
+
+
+# Options redis-py and kombu both understand in a URL's query string, and how to read them.
+_BOOL_WORDS = {"0", "1", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n"}
+_QUERY_OPTIONS: dict[str, Callable[[str], bool]] = {
+    "db": str.isdigit,
+    # Capped like redis_timeout_seconds: a check must fail fast.
+    "socket_timeout": lambda v: _is_number(v) and float(v) <= 30,
+    "socket_connect_timeout": lambda v: _is_number(v) and float(v) <= 30,
+    "health_check_interval": str.isdigit,
+    "max_connections": str.isdigit,
+    "socket_keepalive": lambda v: v.lower() in _BOOL_WORDS,
+    "retry_on_timeout": lambda v: v.lower() in _BOOL_WORDS,
+    "protocol": lambda v: v in {"2", "3"},
+}
+_TLS_QUERY_OPTIONS: dict[str, Callable[[str], bool]] = {
+    "ssl_cert_reqs": lambda v: (
+        v.lower() in {"none", "optional", "required", "cert_none", "cert_optional", "cert_required"}
+    ),
+    "ssl_ca_certs": bool,
+    "ssl_certfile": bool,
+    "ssl_keyfile": bool,
+    "ssl_ca_path": bool,
+    "ssl_check_hostname": lambda v: v.lower() in _BOOL_WORDS,
+}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
+
+
+def _validate_query(scheme: str, query: str) -> None:
+    """Reject query options that would make the Redis client fail later (values never shown)."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError("has a query string that cannot be parsed") from None
+    known = dict(_QUERY_OPTIONS)
+    if scheme == "rediss":
+        known.update(_TLS_QUERY_OPTIONS)
+    for name, value in pairs:
+        check = known.get(name)
+        if check is None:
+            shown = name[:30].encode("unicode_escape").decode("ascii")
+            raise ValueError(f"has an unsupported option {shown!r} in its query string")
+        if not check(value):
+            raise ValueError(f"has an invalid value for the option {name!r}")
 
 
 # --- the schema ------------------------------------------------------------------------------
@@ -248,7 +319,7 @@ _FIELDS: dict[str, _Field] = {
     "thresholds.max_task_runtime_seconds": _Field(_parse_seconds, "MAX_TASK_RUNTIME"),
     "thresholds.critical_queues": _Field(_parse_names, "DOORMAN_CRITICAL_QUEUES"),
     "alert_cooldown_seconds": _Field(_parse_seconds, "ALERT_COOLDOWN"),
-    "hash_secret": _Field(_parse_optional_text, "DOORMAN_HASH_SECRET"),
+    "hash_secret": _Field(_parse_secret, "DOORMAN_HASH_SECRET"),
     "state_path": _Field(_parse_optional_text, "DOORMAN_STATE"),
     "visibility_timeout_seconds": _Field(_parse_optional_seconds, "DOORMAN_VISIBILITY_TIMEOUT"),
     "redis_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_REDIS_TIMEOUT"),
@@ -260,6 +331,9 @@ _FIELDS: dict[str, _Field] = {
 
 CONFIG_ENV = "DOORMAN_CONFIG"
 
+# Command-line flags whose names differ from their key (named in error messages).
+FLAGS = {"state_path": "--state", "check_interval_seconds": "--interval"}
+
 
 def known_keys() -> list[str]:
     return sorted(_FIELDS)
@@ -270,21 +344,31 @@ def env_names() -> dict[str, str]:
     return {key: f.env for key, f in _FIELDS.items() if f.env}
 
 
+def _quote(key: str) -> str:
+    """A key as written in a message: quoted, on one line, and not endless."""
+    shown = key if len(key) <= 60 else key[:57] + "..."
+    return "'" + shown.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+
+
 def _flatten(data: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if not isinstance(key, str):
             raise ConfigError(f"{source}: key {_show(key)} is not text")
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and f"{dotted}" not in _FIELDS:
-            if not any(name.startswith(dotted + ".") for name in _FIELDS):
-                raise ConfigError(f"{source}: unknown key '{dotted}'")
-            flat.update(_flatten(value, dotted + ".", source))
-        else:
-            if dotted not in _FIELDS:
-                hint = _suggest(dotted)
-                raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
+        if dotted in _FIELDS:
             flat[dotted] = value
+            continue
+        section = any(name.startswith(dotted + ".") for name in _FIELDS)
+        if not section:
+            raise ConfigError(f"{source}: unknown key {_quote(dotted)}{_suggest(dotted)}")
+        if value is None:
+            continue  # an empty section (every key under it commented out)
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{source}: {dotted}: expected a mapping of keys, got {_type_name(value)}"
+            )
+        flat.update(_flatten(value, dotted + ".", source))
     return flat
 
 
@@ -332,25 +416,34 @@ def load_settings(
     value is None is not overriding. Raises ConfigError naming the key on any invalid value.
     """
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    # Each key's raw value and where it came from; a higher layer replaces a lower one, and
+    # only the value that wins is parsed (a bad value that is overridden is no error).
+    raw_values: dict[str, tuple[Any, str]] = {}
 
     path = config_path or env.get(CONFIG_ENV) or None
     if path:
-        for key, raw in read_config_file(path).items():
-            values[key] = _convert(key, raw, f"config file {path}: {key}")
+        try:
+            flat = read_config_file(path)
+        except ConfigError as exc:
+            if config_path:
+                raise
+            raise ConfigError(f"{CONFIG_ENV}: {exc}") from None
+        for key, raw in flat.items():
+            raw_values[key] = (raw, f"config file {path}: {key}")
 
     for key, spec in _FIELDS.items():
         if spec.env and spec.env in env:
-            values[key] = _convert(key, env[spec.env], spec.env)
+            raw_values[key] = (env[spec.env], f"{spec.env} ({key})")
 
     for key, raw in (overrides or {}).items():
         if raw is None:
             continue
         if key not in _FIELDS:
-            raise ConfigError(f"unknown setting '{key}'")
-        values[key] = _convert(key, raw, "--" + key.replace("_", "-").replace(".", "-"))
+            raise ConfigError(f"unknown setting {_quote(key)}")
+        flag = FLAGS.get(key, "--" + key.replace("_", "-").replace(".", "-"))
+        raw_values[key] = (raw, f"{flag} ({key})")
 
-    return _build(values)
+    return _build({key: _convert(key, raw, where) for key, (raw, where) in raw_values.items()})
 
 
 def _convert(key: str, raw: Any, where: str) -> Any:

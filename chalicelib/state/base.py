@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from ..model import Observation
@@ -41,20 +41,76 @@ class TargetState:
         return body
 
     @classmethod
-    def from_json(cls, version: int, body: dict[str, Any]) -> TargetState:
-        try:
-            return cls(
-                version=version,
-                last_sample=body.get("last_sample"),
-                roster={k: WorkerRecord(**v) for k, v in (body.get("roster") or {}).items()},
-                observations={
-                    k: Observation(**v) for k, v in (body.get("observations") or {}).items()
-                },
-                visibility_timeout=body.get("visibility_timeout"),
-                last_discovery=body.get("last_discovery"),
-            )
-        except (TypeError, AttributeError) as exc:
-            raise StateError(f"stored state has an unexpected shape ({exc})") from None
+    def from_json(cls, version: int, body: Any) -> TargetState:
+        """Rebuild a stored state; raises StateError naming the first field of the wrong shape."""
+        if not isinstance(body, dict):
+            raise StateError("stored state has an unexpected shape (not an object)")
+        last_sample = body.get("last_sample")
+        if last_sample is not None and not isinstance(last_sample, dict):
+            raise StateError("stored state has an unexpected shape (last_sample)")
+        return cls(
+            version=version,
+            last_sample=last_sample,
+            roster={k: _worker_record(k, v) for k, v in _mapping(body, "roster").items()},
+            observations={k: _observation(k, v) for k, v in _mapping(body, "observations").items()},
+            visibility_timeout=_optional_number(body, "visibility_timeout"),
+            last_discovery=_optional_number(body, "last_discovery"),
+        )
+
+
+def _shape_error(where: str) -> StateError:
+    return StateError(f"stored state has an unexpected shape ({where[:80]})")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _optional_number(body: dict[str, Any], key: str, where: str = "") -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not _is_number(value):
+        raise _shape_error(where + key)
+    return float(value)
+
+
+def _mapping(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _shape_error(key)
+    return value
+
+
+def _worker_record(key: str, value: Any) -> WorkerRecord:
+    where = f"roster.{key}."
+    if not isinstance(value, dict) or set(value) - {f.name for f in fields(WorkerRecord)}:
+        raise _shape_error(where.rstrip("."))
+    concurrency = value.get("concurrency")
+    forgotten = value.get("forgotten", False)
+    if (concurrency is not None and not isinstance(concurrency, int)) or not isinstance(
+        forgotten, bool
+    ):
+        raise _shape_error(where.rstrip("."))
+    return WorkerRecord(
+        last_seen=_optional_number(value, "last_seen", where),
+        silent_since=_optional_number(value, "silent_since", where),
+        forgotten=forgotten,
+        concurrency=concurrency,
+    )
+
+
+def _observation(key: str, value: Any) -> Observation:
+    where = f"observations.{key}"
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("fingerprint"), str)
+        or not _is_number(value.get("first_seen"))
+    ):
+        raise _shape_error(where)
+    return Observation(fingerprint=value["fingerprint"], first_seen=float(value["first_seen"]))
 
 
 class StateStore(Protocol):

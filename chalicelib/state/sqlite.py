@@ -46,13 +46,26 @@ class SqliteStore:
                     f"state file {self.path}: is an SQLite database of another program;"
                     " Doorman leaves it untouched (pass --state with another path)"
                 )
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS targets ("
-                " target TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-                " body TEXT NOT NULL, updated_at REAL NOT NULL)"
-            )
+            if not existed:
+                # Only a new file is set up: opening an existing one must not change a byte
+                # of it (it may be unusable, and is then left as it is).
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS targets ("
+                    " target TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+                    " body TEXT NOT NULL, updated_at REAL NOT NULL)"
+                )
+            elif (
+                conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'targets'"
+                ).fetchone()[0]
+                != 1
+            ):
+                conn.close()
+                raise StateError(
+                    f"state file {self.path}: has no 'targets' table; it was left as it is"
+                )
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"state file {self.path}: unreadable ({exc}); it was left as it is"
@@ -74,11 +87,17 @@ class SqliteStore:
             return TargetState()
         try:
             body = json.loads(row[1])
-        except ValueError:
+        except (TypeError, ValueError):
             raise StateError(
-                f"state file {self.path}: the row of target '{target}' is not JSON"
+                f"state file {self.path}: the row of target '{target}' is not JSON;"
+                " it was left as it is"
             ) from None
-        return TargetState.from_json(int(row[0]), body)
+        try:
+            return TargetState.from_json(int(row[0]), body)
+        except (StateError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"state file {self.path}: the row of target '{target}': {exc}; it was left as it is"
+            ) from None
 
     def commit(self, target: str, state: TargetState, expected_version: int) -> TargetState:
         conn = self._connect()

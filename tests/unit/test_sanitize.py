@@ -1,0 +1,270 @@
+"""The sanitizer: scrubbed names, keyed hashes, and a Snapshot turned into a safe Sample."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.model import ActiveTask, QueueRaw, Snapshot, UnackedEntry, UnackedRaw, WorkerRaw
+from chalicelib.sanitize import Hasher, Privacy, sanitize, scrub
+
+# --- scrub ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # The published examples (reference/doorman-agent-README.md).
+        ("process_user_98765", "process_user_[id]"),
+        ("emails-john@acme.com", "emails-[email]"),
+        # Ordinary names are left alone.
+        ("celery", "celery"),
+        ("emails", "emails"),
+        ("tasks.send_email", "tasks.send_email"),
+        ("celery.backend_cleanup", "celery.backend_cleanup"),
+        ("reports.v2.daily_1234", "reports.v2.daily_1234"),
+        ("q_2024-01-15", "q_2024-01-15"),
+        ("at_12:30:45", "at_12:30:45"),
+        # Emails.
+        ("JOHN.DOE+tag@Sub.Acme.co.uk", "[email]"),
+        ("notify_jane_roe@example.org_now", "[email]_now"),
+        # UUIDs, with and without dashes.
+        ("job-550e8400-e29b-41d4-a716-446655440000", "job-[uuid]"),
+        ("job-550E8400E29B41D4A716446655440000", "job-[uuid]"),
+        # IPv4 and IPv6.
+        ("from-10.0.0.12-x", "from-[ip]-x"),
+        ("peer_192.168.1.254", "peer_[ip]"),
+        ("v6-2001:db8::1", "v6-[ip]"),
+        ("peer_fe80::1", "peer_[ip]"),
+        ("v6 fe80:0:0:0:202:b3ff:fe1e:8329", "v6 [ip]"),
+        # Phone numbers.
+        ("call +1 415 555 0199", "call [phone]"),
+        ("sms_415-555-0199", "sms_[phone]"),
+        ("sms (415) 555-0199", "sms [phone]"),
+        ("wa_+447700900123", "wa_[phone]"),
+        # Card and social security numbers.
+        ("card_4111-1111-1111-1111", "card_[id]"),
+        ("card 4111 1111 1111 1111", "card [id]"),
+        ("ssn_078-05-1120", "ssn_[id]"),
+        # Host names.
+        ("db-7.internal", "[host]"),
+        ("worker.acme.com", "[host]"),
+        ("sync-from-cache-3.prod.local", "[host]"),
+        ("celery@worker.acme.com", "[email]"),
+        ("sync_db-7.internal", "sync_[host]"),
+        ("cache.acme.com:6379", "[host]:6379"),
+        # ... but a module path whose middle part looks like a TLD is not a host.
+        ("myproject.app.tasks.send", "myproject.app.tasks.send"),
+        ("billing.info.refresh", "billing.info.refresh"),
+        # Long digit runs.
+        ("user_12345_export", "user_[id]_export"),
+        ("order1234567", "order[id]"),
+        ("batch_1234", "batch_1234"),
+    ],
+)
+def test_scrub_examples(raw: str, expected: str) -> None:
+    assert scrub(raw) == expected
+
+
+@pytest.mark.parametrize("name", ["celery", "emails", "tasks.send_email", "default", "high-prio"])
+def test_clean_names_are_unchanged(name: str) -> None:
+    assert scrub(name) == name
+    assert Privacy(scrub_names=True).name(name) == name
+
+
+def test_planted_values_are_scrubbed() -> None:
+    from tests.support import pii_app
+
+    assert scrub(pii_app.PLANTED_QUEUE) == "emails-[email]"
+    assert scrub(pii_app.PLANTED_TASK_NAME) == "tasks.process_user_[id]"
+    for value in (
+        pii_app.PLANTED_EMAIL,
+        pii_app.PLANTED_CARD,
+        pii_app.PLANTED_SSN,
+        pii_app.PLANTED_PHONE,
+        pii_app.PLANTED_TASK_ID,
+        pii_app.PLANTED_WORKER_HOST,
+    ):
+        scrubbed = scrub(f"x_{value}_y")
+        for fragment in re.split(r"[-.@ +]", value):
+            if len(fragment) >= 4 and fragment not in ("order", "com"):
+                assert fragment not in scrubbed, (value, scrubbed)
+
+
+# --- hashes --------------------------------------------------------------------------------
+
+
+def test_hashes_are_stable_for_one_secret() -> None:
+    a, b = Hasher("secret-one"), Hasher("secret-one")
+    assert a.worker("celery@db-7.internal") == b.worker("celery@db-7.internal")
+    assert a.task("order-42") == b.task("order-42")
+
+
+def test_hashes_differ_across_secrets_and_values() -> None:
+    one, two = Hasher("secret-one"), Hasher("secret-two")
+    assert one.worker("celery@host") != two.worker("celery@host")
+    assert one.task("order-42") != two.task("order-42")
+    assert one.worker("celery@host-a") != one.worker("celery@host-b")
+    # A worker and a task with the same text do not share a pseudonym.
+    assert one.worker("x")[2:] != one.task("x")[2:10]
+
+
+@given(secret=st.text(min_size=1, max_size=40), value=st.text(max_size=80))
+def test_hash_formats(secret: str, value: str) -> None:
+    hasher = Hasher(secret)
+    worker, task = hasher.worker(value), hasher.task(value)
+    assert re.fullmatch(r"w-[0-9a-f]{8}", worker)
+    assert re.fullmatch(r"t-[0-9a-f]{12}", task)
+
+
+# --- sanitize() over a hand-built Snapshot -------------------------------------------------
+
+
+def snapshot(**kwargs: object) -> Snapshot:
+    base: dict[str, object] = {"target": "t", "taken_at": 1_000_000.0, "redis_ok": True}
+    base.update(kwargs)
+    return Snapshot(**base)  # type: ignore[arg-type]
+
+
+WORKER = WorkerRaw(
+    hostname="celery@db-7.internal",
+    status="online",
+    concurrency=4,
+    active=(ActiveTask("order-jane@acme.com-1", "tasks.process_user_98765", 999_000.0),),
+    queues=("emails-john@acme.com", "celery"),
+    processed={"tasks.process_user_98765": 3, "tasks.process_user_12345": 2},
+)
+
+
+def test_sanitize_scrubs_names_and_hashes_ids() -> None:
+    hasher = Hasher("k")
+    snap = snapshot(
+        queues=(QueueRaw("emails-john@acme.com", 3), QueueRaw("celery", 1)),
+        workers=(WORKER,),
+        unacked=UnackedRaw(
+            total=1,
+            overdue_total=1,
+            oldest_age_sec=7200.0,
+            overdue=(UnackedEntry("order-77", "tasks.process_user_98765", "emails-x@y.com", 7200),),
+            visibility_timeout_sec=3600.0,
+        ),
+    )
+    sample, unacked = sanitize(snap, hasher=hasher, previous_observations={})
+    assert [q.name for q in sample.queues] == ["emails-[email]", "celery"]
+    worker = sample.workers[0]
+    assert worker.id_hash == hasher.worker("celery@db-7.internal")
+    assert worker.queues == ("celery", "emails-[email]")
+    assert worker.processed == {"tasks.process_user_[id]": 5}
+    task = worker.tasks[0]
+    assert task.task_id_hash == hasher.task("order-jane@acme.com-1")
+    assert task.task_name == "tasks.process_user_[id]"
+    assert unacked[0].task_id_hash == hasher.task("order-77")
+    assert unacked[0].task_name == "tasks.process_user_[id]"
+    assert unacked[0].queue == "emails-[email]"
+    text = repr(sample) + repr(unacked)
+    for raw in ("db-7", "jane", "john", "acme", "98765", "12345", "order-77", "x@y.com"):
+        assert raw not in text
+
+
+def test_sanitize_task_signatures_false_keeps_names_but_still_hashes_ids() -> None:
+    hasher = Hasher("k")
+    snap = snapshot(queues=(QueueRaw("emails-john@acme.com", 3),), workers=(WORKER,))
+    sample, _ = sanitize(snap, hasher=hasher, previous_observations={}, scrub_names=False)
+    assert sample.queues[0].name == "emails-john@acme.com"
+    worker = sample.workers[0]
+    assert worker.tasks[0].task_name == "tasks.process_user_98765"
+    assert "emails-john@acme.com" in worker.queues
+    # Identifiers are pseudonymized whatever the setting.
+    assert worker.id_hash == hasher.worker("celery@db-7.internal")
+    assert worker.tasks[0].task_id_hash == hasher.task("order-jane@acme.com-1")
+    assert "db-7.internal" not in repr(sample)
+    assert "order-jane" not in repr(sample)
+
+
+def test_queues_whose_scrubbed_names_collide_stay_two_entries() -> None:
+    hasher = Hasher("k")
+    snap = snapshot(
+        queues=(
+            QueueRaw("user_12345", 2),
+            QueueRaw("user_67890", 5),
+            QueueRaw("celery", 1),
+        )
+    )
+    sample, _ = sanitize(snap, hasher=hasher, previous_observations={})
+    assert len(sample.queues) == 3
+    names = [q.name for q in sample.queues]
+    assert len(set(names)) == 3
+    assert names[2] == "celery"
+    assert names[0] == f"user_[id]~{hasher.queue('user_12345')}"
+    assert names[1] == f"user_[id]~{hasher.queue('user_67890')}"
+    assert [q.depth for q in sample.queues] == [2, 5, 1]
+    assert sample.total_pending == 8
+    assert "12345" not in repr(sample) and "67890" not in repr(sample)
+
+
+def test_error_messages_are_scrubbed() -> None:
+    from chalicelib.model import ProbeError
+
+    snap = snapshot(
+        redis_ok=False, errors=(ProbeError("redis", "dns", "cannot resolve cache-1.acme.com"),)
+    )
+    sample, _ = sanitize(snap, hasher=Hasher("k"), previous_observations={})
+    assert sample.errors[0].message == "cannot resolve [host]"
+
+
+# --- properties ----------------------------------------------------------------------------
+
+EMAIL_SHAPE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+
+_label = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,8}[a-z0-9])?", fullmatch=True)
+emails = st.builds(
+    lambda local, labels, tld: f"{local}@{'.'.join(labels)}.{tld}",
+    st.from_regex(r"[A-Za-z0-9._%+]{1,12}", fullmatch=True),
+    st.lists(_label, min_size=1, max_size=3),
+    st.sampled_from(["com", "org", "io", "de", "internal", "example"]),
+)
+# Text of the kind names are made of, including every separator the patterns care about.
+name_text = st.text(alphabet="abcxyz0123456789-_.:@+ ()[]", max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=name_text, email=emails, suffix=name_text)
+def test_scrub_never_keeps_an_email_from_its_input(prefix: str, email: str, suffix: str) -> None:
+    raw = prefix + email + suffix
+    out = scrub(raw)
+    assert email not in out
+    for found in EMAIL_SHAPE.findall(raw):
+        assert found not in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(name_text, st.text(max_size=40)))
+def test_scrub_output_has_no_email_shape(raw: str) -> None:
+    assert not EMAIL_SHAPE.search(scrub(raw))
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.one_of(name_text, st.text(max_size=40)))
+def test_scrub_is_idempotent(raw: str) -> None:
+    once = scrub(raw)
+    assert scrub(once) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=name_text, digits=st.from_regex(r"[1-9][0-9]{4,11}", fullmatch=True))
+def test_scrub_never_keeps_a_long_digit_run(prefix: str, digits: str) -> None:
+    out = scrub(prefix + "_" + digits)
+    assert digits not in out
+    assert not re.search(r"\d{5,}", out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.text(alphabet="ab_0123456789@.x", max_size=12), max_size=8, unique=True))
+def test_distinct_queues_never_merge(names: list[str]) -> None:
+    snap = snapshot(queues=tuple(QueueRaw(n, i) for i, n in enumerate(names)))
+    sample, _ = sanitize(snap, hasher=Hasher("k"), previous_observations={})
+    assert len(sample.queues) == len(names)
+    assert len({q.name for q in sample.queues}) == len(names)
