@@ -235,7 +235,9 @@ def _serializer(content_type: str) -> str:
     return known.get(content_type.split(";")[0].strip().lower(), "other")
 
 
-def _worker_sample(raw: WorkerRaw, now: float, hasher: Hasher, privacy: Privacy) -> WorkerSample:
+def _worker_sample(
+    raw: WorkerRaw, now: float, hasher: Hasher, privacy: Privacy, queue_names: dict[str, str]
+) -> WorkerSample:
     wid = hasher.worker(raw.hostname)
     tasks = tuple(
         ActiveTaskSample(
@@ -258,7 +260,7 @@ def _worker_sample(raw: WorkerRaw, now: float, hasher: Hasher, privacy: Privacy)
         reserved=raw.reserved,
         scheduled=raw.scheduled,
         pool=raw.pool,
-        queues=tuple(sorted({privacy.name(q) for q in raw.queues})),
+        queues=tuple(sorted({queue_names.get(q) or privacy.name(q) for q in raw.queues})),
         processed_total=sum(raw.processed.values()),
         processed=processed,
         prefetch_count=raw.prefetch_count,
@@ -295,7 +297,9 @@ def sanitize(
     if not snapshot.redis_ok:
         # Nothing was seen: keep following the messages we were following.
         observations = dict(previous_observations)
-    workers = tuple(_worker_sample(w, now, hasher, privacy) for w in snapshot.workers)
+    # The same safe name for a queue wherever it shows, collisions included.
+    queue_names = {raw.name: name for raw, name in zip(snapshot.queues, names, strict=True)}
+    workers = tuple(_worker_sample(w, now, hasher, privacy, queue_names) for w in snapshot.workers)
 
     held = {
         tid
@@ -312,7 +316,7 @@ def sanitize(
             UnackedSample(
                 task_id_hash=hasher.task(e.task_id) if e.task_id else None,
                 task_name=privacy.name(e.task_name) if e.task_name else None,
-                queue=privacy.name(e.queue) if e.queue else None,
+                queue=(queue_names.get(e.queue) or privacy.name(e.queue)) if e.queue else None,
                 age_sec=round(e.age_sec, 3),
                 # A worker that is alive but silent may hold it: do not call it orphaned.
                 held_by_live_worker=(e.task_id in held) or any_silent,

@@ -268,3 +268,22 @@ def test_distinct_queues_never_merge(names: list[str]) -> None:
     sample, _ = sanitize(snap, hasher=Hasher("k"), previous_observations={})
     assert len(sample.queues) == len(names)
     assert len({q.name for q in sample.queues}) == len(names)
+
+
+def test_worker_queue_names_use_the_same_collision_suffixes_as_the_queue_list():
+    from chalicelib.model import QueueRaw, Snapshot, WorkerRaw
+    from chalicelib.sanitize import Hasher, sanitize
+
+    snapshot = Snapshot(
+        target="t",
+        taken_at=1000.0,
+        redis_ok=True,
+        queues=(QueueRaw("mail-a@x.com", 1), QueueRaw("mail-b@y.com", 2)),
+        workers=(
+            WorkerRaw("w@h", "online", concurrency=1, queues=("mail-a@x.com", "mail-b@y.com")),
+        ),
+    )
+    sample, _ = sanitize(snapshot, hasher=Hasher("k"), previous_observations={})
+    names = [q.name for q in sample.queues]
+    assert len(set(names)) == 2 and all(n.startswith("mail-[email]~q-") for n in names)
+    assert sorted(sample.workers[0].queues) == sorted(names)
