@@ -86,6 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--tour", action="store_true", help="run every scenario and summarize")
     sim.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
+    silence = sub.add_parser(
+        "silence",
+        help="mute matching alerts for a while (add, list, remove)",
+        description="Silences mute notifications of matching alerts; the alerts are still"
+        " tracked and listed. A silence with no matcher mutes every alert.",
+    )
+    silence_sub = silence.add_subparsers(dest="action", metavar="ACTION")
+    silence_sub.required = True
+    add = silence_sub.add_parser("add", help="add a silence")
+    _common(add)
+    add.add_argument("--type", help="alert type, e.g. high_latency")
+    add.add_argument("--queue", help="queue name (as you know it; scrubbed like the alerts)")
+    add.add_argument("--duration", default="1h", help="how long, e.g. 30m, 2h, 1d (default 1h)")
+    add.add_argument("--comment", help="why")
+    lst = silence_sub.add_parser("list", help="list silences")
+    _common(lst)
+    rm = silence_sub.add_parser("remove", help="remove a silence")
+    _common(rm)
+    rm.add_argument("id", metavar="ID")
+
     whois = sub.add_parser(
         "whois",
         help="map a worker (w-...) or task (t-...) hash back to its live name",
@@ -135,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_simulate(args)
         if args.command == "whois":
             return cmd_whois(args)
+        if args.command == "silence":
+            return cmd_silence(args)
     except ConfigError as exc:
         print(f"doorman: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -185,7 +207,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _stop)
     try:
         while True:
-            result = run_check(settings, deps)
+            result = run_check(settings, deps, dry_run=args.dry_run)
+            _deliver(settings, deps, result, dry_run=args.dry_run)
             if args.format == "json":
                 sys.stdout.write(json.dumps(result.payload, separators=(",", ":")) + "\n")
             else:
@@ -200,6 +223,109 @@ def cmd_check(args: argparse.Namespace) -> int:
     if stop.is_set():
         print("doorman: stopped", file=sys.stderr)
     return EXIT_OK
+
+
+def _deliver(settings: Settings, deps: Any, result: Any, *, dry_run: bool) -> None:
+    """Deliver the committed outbox (or, dry, show what would go); record it in the payload."""
+    from .delivery import console_line, console_sender, deliver_outbox
+
+    if dry_run:
+        for note in result.notifications:
+            print("doorman: would send: " + console_line(note), file=sys.stderr)
+        return
+    if deps.store is None or not result.committed:
+        return
+    outcomes: dict[str, list[dict[str, Any]]] = {}
+    for d in deliver_outbox(deps.store, settings.target, [("console", console_sender())]):
+        entry: dict[str, Any] = {"channel": d.channel, "ok": d.ok}
+        if d.error:
+            entry["error"] = d.error
+        outcomes.setdefault(d.id, []).append(entry)
+    for note in result.payload["notifications"]:
+        note["delivery"] = outcomes.get(note["id"], [])
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    import secrets
+    import time
+
+    from .alerting import Silence
+    from .sanitize import scrub
+    from .state import StateError
+    from .state.sqlite import SqliteStore
+
+    settings = _settings(args)
+    store = SqliteStore(settings.default_state_path)
+    try:
+        if args.action == "add":
+            seconds = parse_duration(args.duration)
+            now = time.time()
+            queue = args.queue
+            if queue and settings.sanitize_task_signatures:
+                queue = scrub(queue)  # alerts name queues by their scrubbed names
+            silence = Silence(
+                id="s-" + secrets.token_hex(4),
+                starts_at=now,
+                ends_at=now + seconds,
+                type=args.type,
+                target=args.target,
+                queue=queue,
+                comment=args.comment or "",
+            )
+            store.add_silence(silence)
+            print(
+                f"{silence.id} silences {_describe_silence(silence)} until {_when(silence.ends_at)}"
+            )
+        elif args.action == "list":
+            found = store.silences()
+            now = time.time()
+            if not found:
+                print("no silences")
+            for s in found:
+                state = "active" if s.active(now) else "expired"
+                print(
+                    f"{s.id}  {state:<8} until {_when(s.ends_at)}  {_describe_silence(s)}"
+                    + (f"  # {s.comment}" if s.comment else "")
+                )
+        else:
+            if not store.remove_silence(args.id):
+                print(f"doorman: no silence {args.id}", file=sys.stderr)
+                return 1
+            print(f"removed {args.id}")
+    except StateError as exc:
+        print(f"doorman: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _when(ts: float) -> str:
+    from .payload import iso
+
+    return iso(ts)
+
+
+def _describe_silence(s: Any) -> str:
+    parts = [
+        f"{name}={value}"
+        for name, value in (("type", s.type), ("target", s.target), ("queue", s.queue))
+        if value
+    ]
+    return " ".join(parts) or "every alert"
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '2h', '1d' or a number of seconds; raises ConfigError."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip().lower()
+    try:
+        value = float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
+    except ValueError:
+        raise ConfigError(f"--duration: expected e.g. 30m, 2h or 1d, got {text!r}") from None
+    if not 0 < value <= 365 * 86400:
+        raise ConfigError("--duration: must be more than 0 and at most a year")
+    return value
 
 
 def cmd_whois(args: argparse.Namespace) -> int:

@@ -251,3 +251,21 @@ class Sample:
     def max_latency_sec(self) -> float:
         latencies = [q.latency_sec for q in self.queues if q.latency_sec is not None]
         return round(max(latencies), 3) if latencies else 0.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one rule concluded about one sample; ``subject`` tells apart several of a type."""
+
+    type: str
+    severity: Severity
+    title: str
+    message: str
+    subject: str = ""  # "" target-wide, else a queue name or a worker/task hash
+    queue: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+    recommendation: str | None = None
+
+    def key(self, target: str) -> str:
+        """Stable: the same problem of the same target gets the same key across checks."""
+        return ":".join(part for part in (self.type, target, self.subject) if part)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from .alerting import AlertState, Notification
+from .analyse.trends import Trends, diagnosis
 from .model import Anomaly, QueueSample, Sample, WorkerSample
 
 PRIVACY = {
@@ -75,11 +77,57 @@ def _anomaly(a: Anomaly) -> dict[str, Any]:
     return doc
 
 
+def alert_json(alert: AlertState) -> dict[str, Any]:
+    """An alert as the payload lists it (pending or firing)."""
+    doc: dict[str, Any] = {
+        "type": alert.type,
+        "severity": alert.severity.value,
+        "state": alert.state,
+        "key": alert.key,
+        "title": alert.title,
+        "message": alert.message,
+        "since": iso(alert.since if alert.since is not None else alert.first_seen),
+    }
+    if alert.queue:
+        doc["queue"] = alert.queue
+    if alert.recommendation:
+        doc["recommendation"] = alert.recommendation
+    return doc
+
+
+def notification_json(note: Notification) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": note.id,
+        "action": note.action,
+        "type": note.type,
+        "severity": note.severity.value,
+        "key": note.key,
+        "title": note.title,
+    }
+    if note.queue:
+        doc["queue"] = note.queue
+    return doc
+
+
+def trends_json(trends: Trends, sample: Sample) -> dict[str, Any]:
+    return {
+        "samples": trends.samples,
+        "diagnosis": diagnosis(sample.saturation_pct, trends, sample.total_pending),
+        "throughput_per_min": trends.throughput_per_min,
+        "queues": {
+            name: {"rate_per_min": t.rate_per_min, "growing": t.growing}
+            for name, t in trends.queues.items()
+            if t.samples > 1
+        },
+    }
+
+
 def build_payload(
     sample: Sample,
     *,
     alerts: list[dict[str, Any]] | None = None,
     notifications: list[dict[str, Any]] | None = None,
+    trends: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything here comes from the sanitized sample; nothing raw can reach it."""
     stuck = sum(1 for a in sample.anomalies if a.type == "stuck_task")
@@ -110,6 +158,7 @@ def build_payload(
         "queues": [_queue(q) for q in sample.queues],
         "workers": [_worker(w) for w in sample.workers],
         "anomalies": [_anomaly(a) for a in sample.anomalies],
+        "trends": trends or {},
         "redis": dict(sample.redis),
         "errors": [
             {"component": e.component, "kind": e.kind, "message": e.message} for e in sample.errors

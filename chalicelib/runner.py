@@ -8,13 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .alerting import AlertState, Notification, Policy, Silence, step
 from .analyse.anomalies import find_anomalies
+from .analyse.rules import evaluate
+from .analyse.trends import HISTORY_LENGTH, compute_trends, history_entry
 from .collect import Collector, ProbePlan
 from .model import ProbeError, Sample, WorkerSample
-from .payload import build_payload
+from .payload import alert_json, build_payload, notification_json, trends_json
 from .sanitize import Hasher, sanitize
 from .settings import Settings
-from .state import StateError, StateStore, TargetState, WorkerRecord
+from .state import StateConflict, StateError, StateStore, TargetState, WorkerRecord
 
 log = logging.getLogger("doorman")
 
@@ -26,6 +29,8 @@ class CheckResult:
     payload: dict[str, Any]
     sample: Sample
     state: TargetState
+    notifications: tuple[Notification, ...] = ()
+    committed: bool = False
 
 
 @dataclass
@@ -104,15 +109,22 @@ def _unknown_entry(id_hash: str, record: WorkerRecord) -> WorkerSample:
     return replace(_offline_entry(id_hash, record), status="unknown")
 
 
-def run_check(settings: Settings, deps: Deps) -> CheckResult:
-    """Run one check. Never raises for a broken Redis, worker or state store."""
+def run_check(settings: Settings, deps: Deps, *, dry_run: bool = False) -> CheckResult:
+    """Run one check. Never raises for a broken Redis, worker or state store.
+
+    With ``dry_run`` nothing is committed: the alert states and notifications are computed
+    and reported, but the state (and so the outbox) stays as it was.
+    """
     started = time.perf_counter()
     errors: list[ProbeError] = []
     state = TargetState()
+    silences: list[Silence] = []
     store_ok = deps.store is not None
+    now = deps.clock()
     if deps.store is not None:
         try:
             state = deps.store.load(settings.target)
+            silences = deps.store.silences(now)
         except StateError as exc:
             store_ok = False
             errors.append(ProbeError("state", "unreadable", str(exc)))
@@ -120,7 +132,6 @@ def run_check(settings: Settings, deps: Deps) -> CheckResult:
 
     hasher = deps.hasher
     forgotten = {h for h, r in state.roster.items() if r.forgotten}
-    now = deps.clock()
     # The pidbox bindings name every worker with remote control; a broadcast (which always
     # waits its full timeout) only looks for the ones they miss, now and then.
     if state.last_discovery is None:
@@ -154,42 +165,91 @@ def run_check(settings: Settings, deps: Deps) -> CheckResult:
         anomalies=find_anomalies(replace(sample, workers=reported), unacked, settings.thresholds),
         errors=sample.errors + tuple(errors),
     )
+
+    trends = compute_trends(state.history, sample)
+    findings = evaluate(sample, trends, settings.thresholds)
+    policy = Policy(
+        cooldown_seconds=settings.alert_cooldown_seconds,
+        resolve_after=settings.alert_resolve_after_checks,
+        pending_checks=settings.alert_pending_checks,
+    )
+    alerts, notifications = step(
+        state.alerts,
+        findings,
+        target=settings.target,
+        now=now,
+        policy=policy,
+        silences=silences,
+        blind=not sample.redis_ok,
+    )
+    history = state.history if not sample.redis_ok else [*state.history, history_entry(sample)]
     learned_vt = next(
         (w.visibility_timeout_sec for w in snapshot.workers if w.visibility_timeout_sec), None
     )
+    sample = replace(sample, duration_ms=round((time.perf_counter() - started) * 1000.0, 2))
+    payload = build_payload(
+        sample,
+        alerts=[alert_json(a) for a in sorted(alerts.values(), key=_alert_order)],
+        notifications=[notification_json(n) for n in notifications],
+        trends=trends_json(trends, sample),
+    )
     new_state = TargetState(
         version=state.version,
-        last_sample=None,
+        last_sample=_stored_sample(payload),
         roster=roster,
         observations=sample.observations,
         visibility_timeout=learned_vt or state.visibility_timeout,
         last_discovery=(
             now if (discover != "never" and snapshot.workers_probed) else state.last_discovery
         ),
+        alerts=alerts,
+        history=history[-HISTORY_LENGTH:],
     )
-    sample = replace(sample, duration_ms=round((time.perf_counter() - started) * 1000.0, 2))
-    payload = build_payload(sample)
-    new_state = replace(new_state, last_sample=_stored_sample(payload))
-    if deps.store is not None and store_ok:
+    committed = False
+    if dry_run:
+        payload["dry_run"] = True
+    elif deps.store is not None and store_ok:
         try:
-            new_state = deps.store.commit(settings.target, new_state, state.version)
+            new_state = deps.store.commit(settings.target, new_state, state.version, notifications)
+            committed = True
+        except StateConflict as exc:
+            # Another check of this target won the race: it owns these notifications.
+            payload["notifications"] = []
+            payload["errors"].append(
+                {"component": "state", "kind": "conflict", "message": str(exc)}
+            )
+            log.warning("state commit lost to a concurrent check; nothing queued")
         except StateError as exc:
             payload["errors"].append(
                 {"component": "state", "kind": "commit_failed", "message": str(exc)}
             )
             log.error("state commit failed: %s", type(exc).__name__)
     log.info(
-        "check done: %d queues, %d pending, %d/%d workers alive, %d errors, %.1f ms",
+        "check done: %d queues, %d pending, %d/%d workers alive, %d alerts, %d notifications,"
+        " %d errors, %.1f ms",
         len(sample.queues),
         sample.total_pending,
         sample.alive_workers,
         len(sample.workers),
+        len(alerts),
+        len(notifications),
         len(payload["errors"]),
         sample.duration_ms,
     )
-    return CheckResult(payload=payload, sample=sample, state=new_state)
+    return CheckResult(
+        payload=payload,
+        sample=sample,
+        state=new_state,
+        notifications=tuple(notifications),
+        committed=committed,
+    )
+
+
+def _alert_order(alert: AlertState) -> tuple[int, int, str]:
+    return (0 if alert.state == "firing" else 1, -alert.severity.rank, alert.key)
 
 
 def _stored_sample(payload: dict[str, Any]) -> dict[str, Any]:
     """The part of the payload kept as the last sample (already sanitized)."""
-    return {k: payload[k] for k in ("timestamp", "metrics", "queues", "workers", "anomalies")}
+    keys = ("timestamp", "metrics", "queues", "workers", "anomalies", "alerts", "trends")
+    return {k: payload[k] for k in keys if k in payload}

@@ -40,6 +40,8 @@ class Settings:
     sanitize_task_signatures: bool = True
     thresholds: Thresholds = field(default_factory=Thresholds)
     alert_cooldown_seconds: float = 300.0
+    alert_pending_checks: dict[str, int] = field(default_factory=dict)
+    alert_resolve_after_checks: int = 2
     hash_secret: str | None = None
     state_path: str | None = None
     visibility_timeout_seconds: float | None = None
@@ -145,6 +147,52 @@ def _parse_name(value: Any) -> str:
     if not text:
         raise ValueError("must not be empty")
     return text
+
+
+ALERT_TYPES = (
+    "redis_unreachable",
+    "celery_disconnected",
+    "workers_down",
+    "worker_offline",
+    "backlog_explosion",
+    "high_latency",
+    "stuck_task",
+    "queue_growing",
+    "ghost_workers",
+    "saturation_high",
+    "orphaned_tasks",
+    "redis_memory",
+    "config_risk",
+)
+
+
+def _parse_checks(value: Any) -> int:
+    number = _parse_count(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _parse_pending_checks(value: Any) -> dict[str, int]:
+    """``{alert_type: checks}``, or ``type=checks,type=checks`` from the environment."""
+    if isinstance(value, str):
+        pairs: list[tuple[Any, Any]] = []
+        for part in value.split(","):
+            if part.strip():
+                name, sep, count = part.partition("=")
+                if not sep:
+                    raise ValueError(f"expected type=checks pairs, got {_show(part.strip())}")
+                pairs.append((name.strip(), count.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        raise ValueError(f"expected a mapping of alert type to checks, got {_show(value)}")
+    result: dict[str, int] = {}
+    for name, count in pairs:
+        if name not in ALERT_TYPES:
+            raise ValueError(f"unknown alert type {_show(name)}")
+        result[name] = _parse_checks(count)
+    return result
 
 
 def _parse_names(value: Any) -> tuple[str, ...]:
@@ -319,6 +367,8 @@ _FIELDS: dict[str, _Field] = {
     "thresholds.max_task_runtime_seconds": _Field(_parse_seconds, "MAX_TASK_RUNTIME"),
     "thresholds.critical_queues": _Field(_parse_names, "DOORMAN_CRITICAL_QUEUES"),
     "alert_cooldown_seconds": _Field(_parse_seconds, "ALERT_COOLDOWN"),
+    "alert_pending_checks": _Field(_parse_pending_checks, "DOORMAN_ALERT_PENDING_CHECKS"),
+    "alert_resolve_after_checks": _Field(_parse_checks, "DOORMAN_ALERT_RESOLVE_AFTER"),
     "hash_secret": _Field(_parse_secret, "DOORMAN_HASH_SECRET"),
     "state_path": _Field(_parse_optional_text, "DOORMAN_STATE"),
     "visibility_timeout_seconds": _Field(_parse_optional_seconds, "DOORMAN_VISIBILITY_TIMEOUT"),

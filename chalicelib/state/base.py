@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
+from ..alerting import AlertState, Notification, Silence
 from ..model import Observation
+
+OUTBOX_TTL_SECONDS = 3 * 86400
 
 
 class StateError(Exception):
@@ -34,10 +38,13 @@ class TargetState:
     observations: dict[str, Observation] = field(default_factory=dict)
     visibility_timeout: float | None = None
     last_discovery: float | None = None
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body.pop("version")
+        body["alerts"] = {k: a.to_json() for k, a in self.alerts.items()}
         return body
 
     @classmethod
@@ -55,7 +62,28 @@ class TargetState:
             observations={k: _observation(k, v) for k, v in _mapping(body, "observations").items()},
             visibility_timeout=_optional_number(body, "visibility_timeout"),
             last_discovery=_optional_number(body, "last_discovery"),
+            alerts={k: _alert(k, v) for k, v in _mapping(body, "alerts").items()},
+            history=_history(body),
         )
+
+
+def _alert(key: str, value: Any) -> AlertState:
+    try:
+        return AlertState.from_json(value)
+    except (TypeError, ValueError, KeyError):
+        raise _shape_error(f"alerts.{key}") from None
+
+
+def _history(body: dict[str, Any]) -> list[dict[str, Any]]:
+    value = body.get("history")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(e, dict) and _is_number(e.get("t")) and isinstance(e.get("q"), dict)
+        for e in value
+    ):
+        raise _shape_error("history")
+    return value
 
 
 def _shape_error(where: str) -> StateError:
@@ -113,17 +141,50 @@ def _observation(key: str, value: Any) -> Observation:
     return Observation(fingerprint=value["fingerprint"], first_seen=float(value["first_seen"]))
 
 
+@dataclass(frozen=True)
+class OutboxItem:
+    """A notification committed with the alert state that caused it, awaiting delivery."""
+
+    id: str
+    target: str
+    created_at: float
+    notification: Notification
+
+
 class StateStore(Protocol):
     def load(self, target: str) -> TargetState:
         """The stored state (version 0 and empty when there is none). Raises StateError."""
         ...
 
-    def commit(self, target: str, state: TargetState, expected_version: int) -> TargetState:
-        """Write ``state`` if the stored version is still ``expected_version``.
+    def commit(
+        self,
+        target: str,
+        state: TargetState,
+        expected_version: int,
+        outbox: Sequence[Notification] = (),
+    ) -> TargetState:
+        """Atomically write ``state`` and queue ``outbox``, if the version is still current.
 
         Returns the state with its new version. Raises StateConflict when another writer
-        committed first, StateError when the store cannot be written.
+        committed first (nothing is written, nothing queued), StateError when the store
+        cannot be written.
         """
+        ...
+
+    def undelivered(self, target: str, limit: int = 100) -> list[OutboxItem]:
+        """Queued notifications of ``target`` not yet marked delivered, oldest first."""
+        ...
+
+    def mark_delivered(self, ids: Sequence[str], now: float) -> None: ...
+
+    def add_silence(self, silence: Silence) -> None: ...
+
+    def silences(self, now: float | None = None) -> list[Silence]:
+        """Every stored silence (only those active at ``now`` when given)."""
+        ...
+
+    def remove_silence(self, silence_id: str) -> bool:
+        """True when a silence with that id existed."""
         ...
 
     def close(self) -> None: ...

@@ -7,9 +7,12 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from .base import StateConflict, StateError, TargetState
+from ..alerting import Notification, Silence
+from .base import OUTBOX_TTL_SECONDS, OutboxItem, StateConflict, StateError, TargetState
 
 _APPLICATION_ID = 0x446F6F72  # "Door"
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -56,6 +59,7 @@ class SqliteStore:
                     " target TEXT PRIMARY KEY, version INTEGER NOT NULL,"
                     " body TEXT NOT NULL, updated_at REAL NOT NULL)"
                 )
+                _create_tables(conn)
             elif (
                 conn.execute(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'targets'"
@@ -66,6 +70,8 @@ class SqliteStore:
                 raise StateError(
                     f"state file {self.path}: has no 'targets' table; it was left as it is"
                 )
+            else:
+                _create_tables(conn)  # Doorman's own file from before the outbox existed
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"state file {self.path}: unreadable ({exc}); it was left as it is"
@@ -99,10 +105,17 @@ class SqliteStore:
                 f"state file {self.path}: the row of target '{target}': {exc}; it was left as it is"
             ) from None
 
-    def commit(self, target: str, state: TargetState, expected_version: int) -> TargetState:
+    def commit(
+        self,
+        target: str,
+        state: TargetState,
+        expected_version: int,
+        outbox: Sequence[Notification] = (),
+    ) -> TargetState:
         conn = self._connect()
         body = json.dumps(state.to_json(), separators=(",", ":"), sort_keys=True)
         new_version = expected_version + 1
+        now = time.time()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -110,13 +123,13 @@ class SqliteStore:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO targets (target, version, body, updated_at)"
                         " VALUES (?, ?, ?, ?)",
-                        (target, new_version, body, time.time()),
+                        (target, new_version, body, now),
                     )
                 else:
                     cur = conn.execute(
                         "UPDATE targets SET version = ?, body = ?, updated_at = ?"
                         " WHERE target = ? AND version = ?",
-                        (new_version, body, time.time(), target, expected_version),
+                        (new_version, body, now, target, expected_version),
                     )
                 if cur.rowcount != 1:
                     conn.execute("ROLLBACK")
@@ -124,25 +137,108 @@ class SqliteStore:
                         f"target '{target}' was updated by another check (expected version"
                         f" {expected_version})"
                     )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO outbox (id, target, created_at, body, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (
+                            n.id,
+                            target,
+                            n.at,
+                            json.dumps(n.to_json(), separators=(",", ":")),
+                            n.at + OUTBOX_TTL_SECONDS,
+                        )
+                        for n in outbox
+                    ],
+                )
+                conn.execute("DELETE FROM outbox WHERE expires_at < ?", (now,))
                 conn.execute("COMMIT")
             except sqlite3.DatabaseError:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
-        return TargetState(
-            version=new_version,
-            last_sample=state.last_sample,
-            roster=state.roster,
-            observations=state.observations,
-            visibility_timeout=state.visibility_timeout,
-            last_discovery=state.last_discovery,
-        )
+        return replace(state, version=new_version)
+
+    def undelivered(self, target: str, limit: int = 100) -> list[OutboxItem]:
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                "SELECT id, target, created_at, body FROM outbox"
+                " WHERE target = ? AND delivered_at IS NULL ORDER BY created_at, id LIMIT ?",
+                (target, limit),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {self.path}: outbox unreadable ({exc})") from None
+        items = []
+        for row in rows:
+            try:
+                notification = Notification.from_json(json.loads(row[3]))
+            except (TypeError, ValueError, KeyError):
+                continue  # a row this version cannot read is left for a human to look at
+            items.append(OutboxItem(row[0], row[1], float(row[2]), notification))
+        return items
+
+    def mark_delivered(self, ids: Sequence[str], now: float) -> None:
+        conn = self._connect()
+        try:
+            conn.executemany(
+                "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+                [(now, i) for i in ids],
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
+
+    def add_silence(self, silence: Silence) -> None:
+        conn = self._connect()
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO silences (id, ends_at, body) VALUES (?, ?, ?)",
+                (silence.id, silence.ends_at, json.dumps(silence.to_json())),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
+
+    def silences(self, now: float | None = None) -> list[Silence]:
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT body FROM silences ORDER BY ends_at, id").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {self.path}: silences unreadable ({exc})") from None
+        found = []
+        for (body,) in rows:
+            try:
+                silence = Silence(**json.loads(body))
+            except (TypeError, ValueError):
+                continue
+            if now is None or silence.active(now):
+                found.append(silence)
+        return found
+
+    def remove_silence(self, silence_id: str) -> bool:
+        conn = self._connect()
+        try:
+            cur = conn.execute("DELETE FROM silences WHERE id = ?", (silence_id,))
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
+        return cur.rowcount == 1
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS outbox ("
+        " id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at REAL NOT NULL,"
+        " body TEXT NOT NULL, expires_at REAL NOT NULL, delivered_at REAL)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL,"
+        " body TEXT NOT NULL)"
+    )
 
 
 def _check_is_ours(path: Path) -> None:

@@ -1,0 +1,260 @@
+"""The alert lifecycle, pure: findings x alert states x clock -> new states + notifications.
+
+An alert is *pending* until it has breached for N consecutive checks, then *firing*; it is
+resolved (and forgotten) after M consecutive clean checks. Notifications go out on trigger,
+on escalation to a higher severity (even inside the cooldown), on renotify once the cooldown
+has passed, and on resolve. Inhibited or silenced alerts keep their state but send nothing;
+an alert whose trigger was never sent is never resolved aloud. A check that could not see
+(Redis unreachable) leaves every other alert exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .model import Finding, Severity
+
+TRIGGER, RENOTIFY, ESCALATE, RESOLVE = "trigger", "renotify", "escalate", "resolve"
+
+# workers_down explains these: while it fires they stay quiet.
+INHIBITED_BY_WORKERS_DOWN = frozenset(
+    {"backlog_explosion", "high_latency", "queue_growing", "ghost_workers", "saturation_high"}
+)
+BLIND_TYPE = "redis_unreachable"
+
+
+@dataclass(frozen=True)
+class Policy:
+    cooldown_seconds: float = 300.0
+    resolve_after: int = 2
+    pending_checks: Mapping[str, int] = field(default_factory=dict)
+
+    def checks_to_fire(self, finding: Finding) -> int:
+        if finding.type in self.pending_checks:
+            return max(1, self.pending_checks[finding.type])
+        if finding.severity == Severity.EMERGENCY or finding.type == BLIND_TYPE:
+            return 1
+        return 2
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Mutes matching alerts between ``starts_at`` and ``ends_at``; None matches anything."""
+
+    id: str
+    starts_at: float
+    ends_at: float
+    type: str | None = None
+    target: str | None = None
+    queue: str | None = None
+    comment: str = ""
+
+    def active(self, now: float) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def matches(self, finding: Finding, target: str, now: float) -> bool:
+        return (
+            self.active(now)
+            and self.type in (None, finding.type)
+            and self.target in (None, target)
+            and self.queue in (None, finding.queue)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AlertState:
+    key: str
+    type: str
+    severity: Severity
+    state: str  # "pending" | "firing"
+    title: str
+    message: str
+    first_seen: float
+    last_seen: float
+    breach_count: int = 1
+    clean_count: int = 0
+    since: float | None = None  # when it started firing
+    notified: bool = False  # a trigger went out (so a resolve will too)
+    last_notified: float | None = None
+    notified_severity: Severity | None = None
+    subject: str = ""
+    queue: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    recommendation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["severity"] = self.severity.value
+        body["notified_severity"] = self.notified_severity.value if self.notified_severity else None
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> AlertState:
+        data = dict(body)
+        data["severity"] = Severity(data["severity"])
+        ns = data.get("notified_severity")
+        data["notified_severity"] = Severity(ns) if ns else None
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    action: str
+    key: str
+    type: str
+    severity: Severity
+    target: str
+    title: str
+    message: str
+    at: float
+    subject: str = ""
+    queue: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    recommendation: str | None = None
+    since: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["severity"] = self.severity.value
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Notification:
+        data = dict(body)
+        data["severity"] = Severity(data["severity"])
+        return cls(**data)
+
+
+def notification_id(key: str, action: str, at: float) -> str:
+    """Stable for one event: a retried delivery carries the same id (and dedup key)."""
+    return hashlib.sha256(f"{key}|{action}|{at:.6f}".encode()).hexdigest()[:24]
+
+
+def _notify(action: str, alert: AlertState, target: str, now: float) -> Notification:
+    return Notification(
+        id=notification_id(alert.key, action, now),
+        action=action,
+        key=alert.key,
+        type=alert.type,
+        severity=alert.severity,
+        target=target,
+        title=alert.title,
+        message=alert.message,
+        at=now,
+        subject=alert.subject,
+        queue=alert.queue,
+        details=dict(alert.details),
+        recommendation=alert.recommendation,
+        since=alert.since,
+    )
+
+
+def muted_types(findings: Iterable[Finding]) -> set[str] | None:
+    """Types inhibited by the findings present; None means every type but the blind one."""
+    types = {f.type for f in findings}
+    if BLIND_TYPE in types:
+        return None
+    return set(INHIBITED_BY_WORKERS_DOWN) if "workers_down" in types else set()
+
+
+def _dedupe(findings: Sequence[Finding], target: str) -> dict[str, Finding]:
+    by_key: dict[str, Finding] = {}
+    for f in findings:
+        key = f.key(target)
+        if key not in by_key or f.severity > by_key[key].severity:
+            by_key[key] = f
+    return by_key
+
+
+def step(
+    alerts: Mapping[str, AlertState],
+    findings: Sequence[Finding],
+    *,
+    target: str,
+    now: float,
+    policy: Policy,
+    silences: Sequence[Silence] = (),
+    blind: bool = False,
+) -> tuple[dict[str, AlertState], list[Notification]]:
+    """Advance every alert by one check. ``blind``: this check could not see the cluster."""
+    by_key = _dedupe(findings, target)
+    inhibited = muted_types(by_key.values())
+    new: dict[str, AlertState] = {}
+    out: list[Notification] = []
+
+    for key, f in by_key.items():
+        prev = alerts.get(key)
+        if prev is None:
+            alert = AlertState(
+                key=key,
+                type=f.type,
+                severity=f.severity,
+                state="pending",
+                title=f.title,
+                message=f.message,
+                first_seen=now,
+                last_seen=now,
+                subject=f.subject,
+                queue=f.queue,
+                details=dict(f.details),
+                recommendation=f.recommendation,
+            )
+        else:
+            alert = replace(
+                prev,
+                severity=f.severity,
+                title=f.title,
+                message=f.message,
+                last_seen=now,
+                breach_count=prev.breach_count + 1,
+                clean_count=0,
+                details=dict(f.details),
+                recommendation=f.recommendation,
+            )
+        if alert.state == "pending" and alert.breach_count >= policy.checks_to_fire(f):
+            alert = replace(alert, state="firing", since=now)
+        muted = (inhibited is None and f.type != BLIND_TYPE) or (
+            inhibited is not None and f.type in inhibited
+        )
+        muted = muted or any(s.matches(f, target, now) for s in silences)
+        if alert.state == "firing" and not muted:
+            action = _action(alert, now, policy)
+            if action is not None:
+                out.append(_notify(action, alert, target, now))
+                alert = replace(
+                    alert, notified=True, last_notified=now, notified_severity=alert.severity
+                )
+        new[key] = alert
+
+    for key, prev in alerts.items():
+        if key in by_key:
+            continue
+        if blind and prev.type != BLIND_TYPE:
+            new[key] = prev  # unseen, not cleared
+            continue
+        clean = prev.clean_count + 1
+        if prev.state == "pending":
+            continue  # never fired: dropped quietly
+        if clean >= policy.resolve_after:
+            if prev.notified:
+                out.append(_notify(RESOLVE, replace(prev, clean_count=clean), target, now))
+            continue
+        new[key] = replace(prev, clean_count=clean)
+    return new, out
+
+
+def _action(alert: AlertState, now: float, policy: Policy) -> str | None:
+    if not alert.notified:
+        return TRIGGER
+    if alert.notified_severity is not None and alert.severity > alert.notified_severity:
+        return ESCALATE
+    if alert.last_notified is None or now - alert.last_notified >= policy.cooldown_seconds:
+        return RENOTIFY
+    return None

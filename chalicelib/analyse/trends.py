@@ -1,0 +1,118 @@
+"""Trends from consecutive samples: queue growth, throughput, and the saturation diagnosis."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import Sample
+
+HISTORY_LENGTH = 10
+MIN_SAMPLES_FOR_TREND = 3
+WINDOW = 5
+
+
+def history_entry(sample: Sample) -> dict[str, Any]:
+    """The compact, sanitized record of one sample that later checks compare against."""
+    done: dict[str, int] = {}
+    for worker in sample.workers:
+        if worker.status == "online":
+            for name, count in worker.processed.items():
+                done[name] = done.get(name, 0) + count
+    return {
+        "t": sample.timestamp,
+        "q": {q.name: q.depth for q in sample.queues},
+        "p": sample.total_pending,
+        "a": sample.total_active,
+        "c": sample.total_concurrency,
+        "done": done,
+    }
+
+
+@dataclass(frozen=True)
+class QueueTrend:
+    name: str
+    first: int
+    last: int
+    samples: int
+    rate_per_min: float  # net change of depth per minute over the window
+    growing: bool
+
+
+@dataclass(frozen=True)
+class Trends:
+    queues: dict[str, QueueTrend] = field(default_factory=dict)
+    throughput_per_min: float | None = None  # tasks completed per minute (all workers)
+    samples: int = 1
+
+    @property
+    def growing(self) -> list[QueueTrend]:
+        return [t for t in self.queues.values() if t.growing]
+
+    @property
+    def growth_per_min(self) -> float:
+        return sum(t.rate_per_min for t in self.growing)
+
+
+def _throughput(entries: Sequence[dict[str, Any]]) -> float | None:
+    if len(entries) < 2:
+        return None
+    previous, current = entries[-2], entries[-1]
+    elapsed = float(current["t"]) - float(previous["t"])
+    if elapsed <= 0:
+        return None
+    before: dict[str, int] = previous.get("done") or {}
+    completed = 0
+    for name, count in (current.get("done") or {}).items():
+        # A restarted worker starts counting from zero again: that step counts nothing.
+        completed += max(int(count) - int(before.get(name, 0)), 0)
+    return round(completed * 60.0 / elapsed, 2)
+
+
+def compute_trends(history: Sequence[dict[str, Any]], sample: Sample) -> Trends:
+    """Trends over the last samples kept in the state and this one.
+
+    A queue is growing when at least three samples are known, its depth never fell over the
+    window and it ended higher than it started.
+    """
+    entries = [*history, history_entry(sample)][-WINDOW:]
+    queues: dict[str, QueueTrend] = {}
+    for q in sample.queues:
+        series = [(float(e["t"]), int(e["q"][q.name])) for e in entries if q.name in e.get("q", {})]
+        if not series:
+            continue
+        (t0, first), (t1, last) = series[0], series[-1]
+        rate = (last - first) * 60.0 / (t1 - t0) if t1 > t0 else 0.0
+        non_decreasing = all(b[1] >= a[1] for a, b in itertools.pairwise(series))
+        growing = len(series) >= MIN_SAMPLES_FOR_TREND and non_decreasing and last > first
+        queues[q.name] = QueueTrend(
+            name=q.name,
+            first=first,
+            last=last,
+            samples=len(series),
+            rate_per_min=round(rate, 2),
+            growing=growing,
+        )
+    return Trends(queues=queues, throughput_per_min=_throughput(entries), samples=len(entries))
+
+
+def diagnosis(saturation_pct: float, trends: Trends, total_pending: int) -> str:
+    """Saturation x trend, as in the agent's table.
+
+    need_more_workers (>90 % and growing), ghost_workers (<30 % and growing), growing,
+    at_capacity (>90 %, stable), normal, healthy (<30 %, stable, nothing waiting).
+    """
+    growing = bool(trends.growing)
+    if growing and saturation_pct > 90:
+        return "need_more_workers"
+    if growing and saturation_pct < 30:
+        return "ghost_workers"
+    if growing:
+        return "growing"
+    if saturation_pct > 90:
+        return "at_capacity"
+    if saturation_pct < 30 and total_pending == 0:
+        return "healthy"
+    return "normal"
