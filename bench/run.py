@@ -99,6 +99,175 @@ def bench_healthy() -> dict[str, float]:
         server.stop()
 
 
+FILL_LUA = """
+-- KEYS: none. ARGV[1] queue count, ARGV[2] messages per queue, ARGV[3] message template.
+local queues, per = tonumber(ARGV[1]), tonumber(ARGV[2])
+for q = 1, queues do
+  local name = string.format('scale-queue-%04d', q)
+  redis.call('SADD', '_kombu.binding.celery', 'celery' .. '\\6\\22' .. '\\6\\22' .. name)
+  local batch = {}
+  for i = 1, per do
+    batch[#batch + 1] = string.format(ARGV[3], q, i)
+    if #batch == 500 then redis.call('LPUSH', name, unpack(batch)); batch = {} end
+  end
+  if #batch > 0 then redis.call('LPUSH', name, unpack(batch)) end
+end
+return queues * per
+"""
+
+# A Celery-shaped envelope (headers only matter to Doorman; the body is opaque base64).
+TEMPLATE = (
+    '{"body": "W1tdLCB7fSwge31d", "content-encoding": "utf-8", "content-type":'
+    ' "application/json", "headers": {"lang": "py", "task": "bench.task", "id":'
+    ' "q%d-m%d", "eta": null, "expires": null, "retries": 0}, "properties":'
+    ' {"delivery_info": {"exchange": "", "routing_key": "x"}, "priority": 0}}'
+)
+
+
+def _check_time(url: str, runs: int = RUNS, **overrides: object) -> tuple[float, dict[str, object]]:
+    from chalicelib.cli import make_deps
+    from chalicelib.runner import run_check
+    from chalicelib.settings import load_settings
+
+    state_dir = tempfile.mkdtemp(prefix="doorman-bench-")
+    settings = load_settings(
+        environ={},
+        overrides={
+            "redis_url": url,
+            "state_path": str(Path(state_dir) / "state.db"),
+            "hash_secret": "bench",
+            **overrides,
+        },
+    )
+    deps = make_deps(settings)
+    try:
+        run_check(settings, deps)
+        payload = run_check(settings, deps).payload
+        median, _ = _median_ms(lambda: run_check(settings, deps), runs)
+        return median, payload
+    finally:
+        deps.collector.close()
+
+
+def bench_scale_queues() -> dict[str, float]:
+    """1,000 queues discovered through their binding set: 1 K vs 1 M waiting messages."""
+    figures: dict[str, float] = {}
+    for label, per_queue in (("1k", 1), ("1m", 1000)):
+        server = RedisServer().start()
+        try:
+            client = server.client()
+            filled = client.eval(FILL_LUA, 0, 1000, per_queue, TEMPLATE)
+            median, payload = _check_time(server.url, runs=7)
+            metrics = payload["metrics"]
+            assert metrics["queues"] == 1000, metrics
+            assert metrics["total_pending"] == filled, (metrics, filled)
+            figures[f"scale_{label}_messages"] = float(filled)
+            figures[f"scale_{label}_check_ms"] = round(median, 1)
+        finally:
+            server.stop()
+    figures["scale_1m_vs_1k_ratio"] = round(
+        figures["scale_1m_check_ms"] / figures["scale_1k_check_ms"], 2
+    )
+    return figures
+
+
+def bench_scale_workers() -> dict[str, float]:
+    """Check time with 2, 4 and 8 real solo-pool workers (all answering)."""
+    figures: dict[str, float] = {}
+    server = RedisServer().start()
+    workers: list[Worker] = []
+    try:
+        for count in (2, 4, 8):
+            while len(workers) < count:
+                workers.append(
+                    Worker(
+                        "chalicelib.demo_app",
+                        server.url,
+                        f"solo-{len(workers)}@doorman",
+                        pool="solo",
+                    ).start()
+                )
+            wait_for_workers(server.url, [w.name for w in workers], timeout=60)
+            median, payload = _check_time(server.url)
+            assert payload["metrics"]["alive_workers"] == count, payload["metrics"]
+            figures[f"workers_{count}_check_ms"] = round(median, 1)
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+    figures["workers_8_vs_2_ratio"] = round(
+        figures["workers_8_check_ms"] / figures["workers_2_check_ms"], 2
+    )
+    return figures
+
+
+PEAK_RSS_SCRIPT = """
+import resource, sys, tempfile, os
+from chalicelib.cli import make_deps
+from chalicelib.runner import run_check
+from chalicelib.settings import load_settings
+d = tempfile.mkdtemp()
+s = load_settings(environ={}, overrides={"redis_url": sys.argv[1],
+    "state_path": os.path.join(d, "s.db"), "hash_secret": "bench"})
+deps = make_deps(s)
+run_check(s, deps)
+run_check(s, deps)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+"""
+
+
+def bench_memory() -> dict[str, float]:
+    """Peak resident memory of a process that imports Doorman and runs two checks."""
+    server = RedisServer().start()
+    worker = Worker(
+        "chalicelib.demo_app", server.url, "mem@doorman", pool="prefork", concurrency=2
+    ).start()
+    try:
+        wait_for_workers(server.url, [worker.name])
+        out = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_SCRIPT, server.url],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+        return {"check_peak_rss_mb": round(float(out.stdout.strip().splitlines()[-1]), 1)}
+    finally:
+        worker.stop()
+        server.stop()
+
+
+# Prices used for the cost estimate (AWS us-east-1 list prices, on-demand).
+LAMBDA_GB_SECOND = 0.0000166667
+LAMBDA_PER_MILLION_REQUESTS = 0.20
+DYNAMODB_PER_MILLION_WRITE_UNITS = 0.625
+DYNAMODB_PER_MILLION_READ_UNITS = 0.125
+CHECKS_PER_MONTH = 60 * 24 * 30
+
+
+def cost(check_ms: float, memory_mb: int = 256) -> dict[str, float]:
+    """Monthly cost of one target at a 1-minute schedule, from the measured duration.
+
+    A check reads the target's items (one Query: ~1 read unit, eventually consistent: 0.5)
+    and writes the sample item in a transaction (~4 KB: 4 units, doubled for transactions).
+    """
+    gb_seconds = CHECKS_PER_MONTH * (check_ms / 1000.0) * (memory_mb / 1024.0)
+    lambda_cost = (
+        gb_seconds * LAMBDA_GB_SECOND + CHECKS_PER_MONTH / 1e6 * LAMBDA_PER_MILLION_REQUESTS
+    )
+    write_units = CHECKS_PER_MONTH * 8
+    read_units = CHECKS_PER_MONTH * 1
+    dynamo_cost = (
+        write_units / 1e6 * DYNAMODB_PER_MILLION_WRITE_UNITS
+        + read_units / 1e6 * DYNAMODB_PER_MILLION_READ_UNITS
+    )
+    return {
+        "cost_lambda_usd_month": round(lambda_cost, 3),
+        "cost_dynamodb_usd_month": round(dynamo_cost, 3),
+        "cost_total_usd_month": round(lambda_cost + dynamo_cost, 3),
+    }
+
+
 def bench_import() -> dict[str, float]:
     """Time to import the Lambda module ``app`` in a fresh interpreter (median of 5)."""
     code = "import time; t=time.perf_counter(); import app; print((time.perf_counter()-t)*1000)"
@@ -114,16 +283,35 @@ def bench_import() -> dict[str, float]:
 def main() -> int:
     figures: dict[str, float] = {}
     figures.update(bench_healthy())
+    figures.update(bench_scale_queues())
+    figures.update(bench_scale_workers())
     figures.update(bench_import())
-    print(f"{'benchmark':<28}{'value':>12}")
+    figures.update(bench_memory())
+    figures.update(cost(figures["healthy_check_ms"]))
+    print(f"{'benchmark':<40}{'value':>14}")
     rows = [
-        ("healthy check (median)", f"{figures['healthy_check_ms']:.1f} ms"),
-        ("baseline inspect+LLEN", f"{figures['healthy_baseline_ms']:.1f} ms"),
+        ("healthy check, 2 workers, 20 queues", f"{figures['healthy_check_ms']:.1f} ms"),
+        ("baseline inspect(1.0)+LLEN", f"{figures['healthy_baseline_ms']:.1f} ms"),
         ("healthy speedup", f"{figures['healthy_speedup']:.1f}x"),
-        ("import app (cold)", f"{figures['import_app_ms']:.1f} ms"),
+        ("1,000 queues / 1,000 messages", f"{figures['scale_1k_check_ms']:.1f} ms"),
+        ("1,000 queues / 1,000,000 messages", f"{figures['scale_1m_check_ms']:.1f} ms"),
+        ("ratio 1M / 1K messages", f"{figures['scale_1m_vs_1k_ratio']:.2f}"),
+        ("2 solo workers", f"{figures['workers_2_check_ms']:.1f} ms"),
+        ("4 solo workers", f"{figures['workers_4_check_ms']:.1f} ms"),
+        ("8 solo workers", f"{figures['workers_8_check_ms']:.1f} ms"),
+        ("ratio 8 / 2 workers", f"{figures['workers_8_vs_2_ratio']:.2f}"),
+        ("import app (fresh interpreter)", f"{figures['import_app_ms']:.1f} ms"),
+        ("peak RSS of a check", f"{figures['check_peak_rss_mb']:.1f} MB"),
+        ("Lambda, 256 MB, 1/min", f"${figures['cost_lambda_usd_month']:.3f}/month"),
+        ("DynamoDB on demand", f"${figures['cost_dynamodb_usd_month']:.3f}/month"),
     ]
     for name, value in rows:
-        print(f"{name:<28}{value:>12}")
+        print(f"{name:<40}{value:>14}")
+    print(
+        f"prices: Lambda ${LAMBDA_GB_SECOND}/GB-s + ${LAMBDA_PER_MILLION_REQUESTS}/M requests;"
+        f" DynamoDB ${DYNAMODB_PER_MILLION_WRITE_UNITS}/M WRU, ${DYNAMODB_PER_MILLION_READ_UNITS}/M"
+        f" RRU; {CHECKS_PER_MONTH} checks a month"
+    )
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
     return 0
 

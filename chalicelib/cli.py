@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="preset: healthy (1 worker), workers-down (0 workers, 5 tasks),"
         " backlog (1 slow worker, 20 tasks), stuck (a task running past its limit)",
     )
-    sim.add_argument("--checks", type=int, default=1, metavar="K", help="checks to run")
+    sim.add_argument(
+        "--checks",
+        type=int,
+        default=2,
+        metavar="K",
+        help="checks to run, 1 s apart (default 2: most alerts fire on their second breach)",
+    )
     sim.add_argument(
         "--format", choices=("json", "text"), default="text", help="output (default text)"
     )

@@ -55,7 +55,8 @@ def render_text(payload: dict[str, Any]) -> str:
         if w["status"] != "online":
             lines.append(f"             {w['id_hash']} {w['status'].replace('_', ' ')}")
     lines.append(
-        f"  Pending    {m['total_pending']} tasks in {m['queues']} queues,"
+        f"  Pending    {m['total_pending']} tasks in {m['queues']}"
+        f" queue{'' if m['queues'] == 1 else 's'},"
         f" max latency {_seconds(m['max_latency_sec'])}"
     )
     for q in sorted(payload["queues"], key=lambda q: -q["depth"])[:10]:

@@ -135,11 +135,11 @@ def run_scenario(scenario: Scenario, checks: int = 1) -> list[dict[str, Any]]:
 
 def _summary_row(name: str, payload: dict[str, Any]) -> str:
     m = payload["metrics"]
-    anomalies = ", ".join(sorted({a["type"] for a in payload["anomalies"]})) or "-"
+    firing = [a for a in payload["alerts"] if a["state"] == "firing"]
+    alerts = ", ".join(f"{a['type']} ({a['severity']})" for a in firing) or "none"
     return (
         f"  {name:<14}{m['alive_workers']}/{m['total_workers']:<6}{m['total_pending']:>8}"
-        f"{m['max_latency_sec']:>12.1f}  {m['saturation_pct']:>6.1f}%  "
-        f"{payload['check_duration_ms']:>7.0f}  {anomalies}"
+        f"{m['max_latency_sec']:>10.1f}  {m['saturation_pct']:>6.1f}%  {alerts}"
     )
 
 
@@ -177,17 +177,22 @@ def _tour(args: argparse.Namespace) -> int:
     for name, scenario in SCENARIOS.items():
         print(f"\n=== {name}: {scenario.description}", flush=True)
         try:
-            payloads = run_scenario(scenario, checks=1)
+            payloads = run_scenario(scenario, checks=2)
         except EmbeddedError as exc:
             print(f"doorman: {exc}", file=sys.stderr)
             return 1
         last = payloads[-1]
-        print(json.dumps(last, indent=2) if args.format == "json" else render_text(last))
+        for index, payload in enumerate(payloads, 1):
+            if args.format == "json":
+                print(json.dumps(payload, indent=2))
+            else:
+                print(f"-- check {index}")
+                print(render_text(payload))
         rows.append(_summary_row(name, last))
     print("\nSummary")
     print(
-        f"  {'scenario':<14}{'workers':<8}{'pending':>8}{'latency s':>12}  {'satur.':>7}  "
-        f"{'ms':>7}  anomalies"
+        f"  {'scenario':<14}{'workers':<8}{'pending':>8}{'latency s':>10}  {'satur.':>7}"
+        "  firing alerts"
     )
     print("\n".join(rows))
     print(
