@@ -92,6 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--tour", action="store_true", help="run every scenario and summarize")
     sim.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
+    audit = sub.add_parser(
+        "audit",
+        help="print a health report; exit 0 healthy, 1 warnings, 2 critical",
+        description="Take N checks S seconds apart (nothing is saved or sent) and print a"
+        " report: infrastructure, workers, queues, metrics, trends, recommendations."
+        " Exit 0 healthy, 1 warnings, 2 critical, 3 bad configuration.",
+    )
+    _common(audit)
+    audit.add_argument("--samples", type=int, default=1, metavar="N", help="checks (default 1)")
+    audit.add_argument(
+        "--interval",
+        dest="sample_interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between samples (default 10)",
+    )
+    audit.add_argument(
+        "--deep", action="store_true", help="also analyse the Redis and Celery configuration"
+    )
+
     silence = sub.add_parser(
         "silence",
         help="mute matching alerts for a while (add, list, remove)",
@@ -159,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .simulate import cmd_simulate
 
             return cmd_simulate(args)
+        if args.command == "audit":
+            from .audit import cmd_audit
+
+            return cmd_audit(args)
         if args.command == "whois":
             return cmd_whois(args)
         if args.command == "silence":

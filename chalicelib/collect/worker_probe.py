@@ -4,15 +4,17 @@ Every command goes to an explicit ``destination`` list, so kombu stops collectin
 every addressed worker has answered instead of waiting out the timeout. Replies are reduced
 through the allow-lists below inside the reply callback, the moment each one arrives: task
 args and kwargs (raw in ``active()`` replies), broker transport options and settings values
-are never kept.
+are never kept, except the few numbers and flags named in ``CONF_BOOLS``/``CONF_NUMBERS``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from ..model import ActiveTask, ProbeError, WorkerRaw
@@ -131,6 +133,93 @@ COMMANDS: tuple[tuple[str, _Reducer], ...] = (
 )
 
 
+# --- configuration (``conf``), for the audit's deep checks ------------------------------------
+
+ConfValue = bool | int | float | None
+# What may be kept of a worker's settings: the new-style name, and the old uppercase names
+# Celery still accepts. Everything else in a ``conf`` reply (URLs, passwords, API keys, any
+# custom setting) is dropped in the reply callback, before the reply is kept anywhere.
+CONF_BOOLS: dict[str, tuple[str, ...]] = {
+    "task_acks_late": ("task_acks_late", "CELERY_ACKS_LATE"),
+    "task_reject_on_worker_lost": ("task_reject_on_worker_lost", "CELERY_REJECT_ON_WORKER_LOST"),
+}
+CONF_NUMBERS: dict[str, tuple[str, ...]] = {
+    "worker_prefetch_multiplier": ("worker_prefetch_multiplier", "CELERYD_PREFETCH_MULTIPLIER"),
+    "task_time_limit": ("task_time_limit", "CELERYD_TASK_TIME_LIMIT"),
+    "task_soft_time_limit": ("task_soft_time_limit", "CELERYD_TASK_SOFT_TIME_LIMIT"),
+    "worker_concurrency": ("worker_concurrency", "CELERYD_CONCURRENCY"),
+}
+_TRANSPORT_OPTIONS = ("broker_transport_options", "BROKER_TRANSPORT_OPTIONS")
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def reduce_conf(reply: Any) -> dict[str, ConfValue]:
+    """The allow-listed settings of one ``conf`` reply, as booleans and numbers only.
+
+    A key is present when the worker reported it (``None`` meaning "not set", Celery's
+    default); absent when the reply did not hold it or held a value of another type.
+    """
+    kept: dict[str, ConfValue] = {}
+    if not isinstance(reply, dict):
+        return kept
+    for key, names in CONF_BOOLS.items():
+        for name in names:
+            if name in reply and (reply[name] is None or isinstance(reply[name], bool)):
+                kept[key] = reply[name]
+                break
+    for key, names in CONF_NUMBERS.items():
+        for name in names:
+            if name in reply and (reply[name] is None or _number(reply[name]) is not None):
+                kept[key] = _number(reply[name])
+                break
+    for name in _TRANSPORT_OPTIONS:
+        options = reply.get(name)
+        if isinstance(options, dict):
+            vt = _number(options.get("visibility_timeout"))
+            if vt is not None and vt > 0:
+                kept["visibility_timeout"] = vt
+            break
+    return kept
+
+
+def latest_eta(reply: Any) -> float | None:
+    """The latest ETA (epoch seconds) among the tasks of one ``scheduled()`` reply, or None.
+
+    Only each entry's ``eta`` field is read; the request (id, name, args) is not.
+    """
+    if not isinstance(reply, list):
+        return None
+    latest: float | None = None
+    for item in reply:
+        eta = item.get("eta") if isinstance(item, dict) else None
+        if not isinstance(eta, str) or len(eta) > 64:
+            continue
+        try:
+            parsed = datetime.fromisoformat(eta)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        value = parsed.timestamp()
+        latest = value if latest is None else max(latest, value)
+    return latest
+
+
+@dataclass(frozen=True)
+class ConfResult:
+    """Allow-listed settings per worker hostname (plus ``latest_eta`` when it has ETA tasks)."""
+
+    confs: dict[str, dict[str, ConfValue]]
+    errors: tuple[ProbeError, ...]
+
+
 @dataclass(frozen=True)
 class WorkerResult:
     workers: tuple[WorkerRaw, ...]
@@ -190,6 +279,7 @@ class WorkerProbe:
         destination: list[str] | None,
         timeout: float,
         on_reply: Callable[[str, Any], None],
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         def callback(body: Any) -> None:
             if isinstance(body, dict):
@@ -199,6 +289,7 @@ class WorkerProbe:
 
         self._celery().control.broadcast(
             command,
+            arguments=arguments,
             destination=destination,
             reply=True,
             timeout=timeout,
@@ -267,6 +358,45 @@ class WorkerProbe:
                 )
             )
         return WorkerResult(tuple(workers), tuple(errors), discover)
+
+    def conf(self, names: Iterable[str], budget: float) -> ConfResult:
+        """Ask ``names`` for their settings (``conf``) and the ETAs they hold (``scheduled``).
+
+        Each reply is reduced through ``reduce_conf`` / ``latest_eta`` in the reply callback,
+        so no setting outside the allow-list is ever kept. Workers that do not answer within
+        ``budget`` seconds are left out.
+        """
+        deadline = time.monotonic() + budget
+        targets = list(dict.fromkeys(names))
+        confs: dict[str, dict[str, ConfValue]] = {}
+        errors: list[ProbeError] = []
+        if not targets:
+            return ConfResult(confs, ())
+        expected = set(targets)
+
+        def on_conf(hostname: str, value: Any) -> None:
+            if hostname in expected and hostname not in confs:
+                confs[hostname] = reduce_conf(value)
+
+        def on_scheduled(hostname: str, value: Any) -> None:
+            if hostname in confs:
+                eta = latest_eta(value)
+                if eta is not None:
+                    confs[hostname]["latest_eta"] = eta
+
+        try:
+            self._broadcast(
+                "conf", targets, self._step(deadline), on_conf, arguments={"with_defaults": True}
+            )
+            answered = [n for n in targets if n in confs]
+            remaining = self._step(deadline)
+            if answered and remaining > 0:
+                self._broadcast("scheduled", answered, remaining, on_scheduled)
+            elif answered:
+                errors.append(ProbeError("workers", "timeout", "no time left for 'scheduled'"))
+        except Exception as exc:
+            errors.append(_describe(exc))
+        return ConfResult(confs, tuple(errors))
 
     def _step(self, deadline: float) -> float:
         return min(self._timeout, deadline - time.monotonic())

@@ -19,9 +19,14 @@ def _doorman_processes() -> set[str]:
 
 def test_workers_down_scenario_reports_pending_tasks_and_no_alive_worker():
     before = _doorman_processes()
-    result = run_cli(["simulate", "--scenario", "workers-down", "--format", "json"], timeout=120)
+    result = run_cli(
+        ["simulate", "--scenario", "workers-down", "--format", "json", "--checks", "1"],
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads(result.stdout)
+    assert [a["type"] for a in payload["alerts"]] == ["workers_down"]
+    assert payload["alerts"][0]["state"] == "firing"
     assert payload["metrics"]["total_pending"] == 5
     assert payload["metrics"]["alive_workers"] == 0
     assert payload["metrics"]["redis_connected"] is True
@@ -35,7 +40,14 @@ def test_custom_simulation_with_one_worker_sees_it_online():
         ["simulate", "--workers", "1", "--enqueue", "0", "--format", "json"], timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    payload = json.loads(result.stdout)
+    decoder = json.JSONDecoder()
+    text, payloads = result.stdout.strip(), []
+    while text:
+        doc, end = decoder.raw_decode(text)
+        payloads.append(doc)
+        text = text[end:].strip()
+    assert len(payloads) == 2  # two checks by default
+    payload = payloads[-1]
     assert payload["metrics"]["alive_workers"] == 1
     assert payload["workers"][0]["id_hash"].startswith("w-")
     assert "doorman-sim" not in result.stdout

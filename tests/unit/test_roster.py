@@ -67,3 +67,17 @@ def test_not_answering_worker_keeps_known_concurrency():
     silent = replace(_worker("w-1", "not_answering"), concurrency=None)
     _new, report = update_roster(roster, (silent,), 130.0, 3600, True)
     assert [(w.status, w.concurrency) for w in report] == [("not_answering", 8)]
+
+
+def test_severity_orders_by_rank_not_by_text():
+    from chalicelib.model import Severity
+
+    assert Severity.CRITICAL > Severity.WARNING
+    assert Severity.EMERGENCY >= Severity.CRITICAL
+    assert Severity.INFO <= Severity.WARNING
+    assert max([Severity.CRITICAL, Severity.WARNING, Severity.INFO]) is Severity.CRITICAL
+    assert sorted([Severity.EMERGENCY, Severity.INFO, Severity.CRITICAL]) == [
+        Severity.INFO,
+        Severity.CRITICAL,
+        Severity.EMERGENCY,
+    ]
