@@ -168,7 +168,8 @@ def _dedupe(findings: Sequence[Finding], target: str) -> dict[str, Finding]:
     by_key: dict[str, Finding] = {}
     for f in findings:
         key = f.key(target)
-        if key not in by_key or f.severity > by_key[key].severity:
+        # Severity is a StrEnum: ``>`` would compare the strings, so compare ranks.
+        if key not in by_key or f.severity.rank > by_key[key].severity.rank:
             by_key[key] = f
     return by_key
 
@@ -184,6 +185,9 @@ def step(
     blind: bool = False,
 ) -> tuple[dict[str, AlertState], list[Notification]]:
     """Advance every alert by one check. ``blind``: this check could not see the cluster."""
+    if blind:
+        # What a blind check says about anything but Redis itself is not evidence.
+        findings = [f for f in findings if f.type == BLIND_TYPE]
     by_key = _dedupe(findings, target)
     inhibited = muted_types(by_key.values())
     new: dict[str, AlertState] = {}
@@ -253,7 +257,7 @@ def step(
 def _action(alert: AlertState, now: float, policy: Policy) -> str | None:
     if not alert.notified:
         return TRIGGER
-    if alert.notified_severity is not None and alert.severity > alert.notified_severity:
+    if alert.notified_severity is not None and alert.severity.rank > alert.notified_severity.rank:
         return ESCALATE
     if alert.last_notified is None or now - alert.last_notified >= policy.cooldown_seconds:
         return RENOTIFY

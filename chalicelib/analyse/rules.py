@@ -17,7 +17,7 @@ from .trends import Trends
 Rule = Callable[[Sample, Trends, Thresholds], Iterable[Finding]]
 
 EVICTING_POLICIES = {"allkeys-lru", "allkeys-lfu", "allkeys-random"}
-MEMORY_LIMIT = 0.90
+MEMORY_LIMIT_PCT = 90
 GHOST_SATURATION = 30.0
 HIGH_SATURATION = 90.0
 
@@ -198,7 +198,7 @@ def redis_memory(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
         isinstance(used, int)
         and isinstance(limit, int)
         and limit > 0
-        and used >= MEMORY_LIMIT * limit
+        and used * 100 >= MEMORY_LIMIT_PCT * limit  # integers: 0.9 * 100 != 90
     ):
         pct = round(100.0 * used / limit, 1)
         yield Finding(
@@ -301,5 +301,10 @@ RULES: tuple[Rule, ...] = (
 
 
 def evaluate(sample: Sample, trends: Trends, thresholds: Thresholds) -> list[Finding]:
-    """Every finding of every rule, in rule order."""
-    return [finding for rule in RULES for finding in rule(sample, trends, thresholds)]
+    """Every finding of every rule, in rule order.
+
+    A sample taken without Redis says nothing reliable about queues, workers or memory (a
+    probe may have died half-way): only ``redis_unreachable`` is concluded from it.
+    """
+    rules = RULES if sample.redis_ok else (redis_unreachable,)
+    return [finding for rule in rules for finding in rule(sample, trends, thresholds)]

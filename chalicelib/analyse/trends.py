@@ -15,19 +15,23 @@ WINDOW = 5
 
 
 def history_entry(sample: Sample) -> dict[str, Any]:
-    """The compact, sanitized record of one sample that later checks compare against."""
-    done: dict[str, int] = {}
-    for worker in sample.workers:
-        if worker.status == "online":
-            for name, count in worker.processed.items():
-                done[name] = done.get(name, 0) + count
+    """The compact, sanitized record of one sample that later checks compare against.
+
+    ``w`` keeps, per answering worker, its processed count and uptime: throughput is the sum
+    of what each worker did between two samples, so a worker that skipped a check (or just
+    joined) does not count its whole lifetime again.
+    """
     return {
         "t": sample.timestamp,
         "q": {q.name: q.depth for q in sample.queues},
         "p": sample.total_pending,
         "a": sample.total_active,
         "c": sample.total_concurrency,
-        "done": done,
+        "w": {
+            w.id_hash: [w.processed_total, w.uptime_sec]
+            for w in sample.workers
+            if w.status == "online"
+        },
     }
 
 
@@ -56,18 +60,31 @@ class Trends:
         return sum(t.rate_per_min for t in self.growing)
 
 
+def _done_since(before: Any, now: Any) -> int:
+    """Tasks one worker completed between two entries (``[processed_total, uptime]``)."""
+    try:
+        prev_total, prev_up = int(before[0]), before[1]
+        total, up = int(now[0]), now[1]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return 0
+    restarted = total < prev_total or (
+        isinstance(up, int | float) and isinstance(prev_up, int | float) and up < prev_up
+    )
+    # A restarted worker counts from zero again: all it reports was done since the restart.
+    return max(total, 0) if restarted else total - prev_total
+
+
 def _throughput(entries: Sequence[dict[str, Any]]) -> float | None:
     if len(entries) < 2:
         return None
     previous, current = entries[-2], entries[-1]
     elapsed = float(current["t"]) - float(previous["t"])
-    if elapsed <= 0:
+    before, now = previous.get("w"), current.get("w")
+    if elapsed <= 0 or not isinstance(before, dict) or not isinstance(now, dict):
         return None
-    before: dict[str, int] = previous.get("done") or {}
-    completed = 0
-    for name, count in (current.get("done") or {}).items():
-        # A restarted worker starts counting from zero again: that step counts nothing.
-        completed += max(int(count) - int(before.get(name, 0)), 0)
+    # Only workers seen by both checks count: one that just joined (or came back after a
+    # check it did not answer) has no baseline in this interval.
+    completed = sum(_done_since(before[h], now[h]) for h in now if h in before)
     return round(completed * 60.0 / elapsed, 2)
 
 
