@@ -301,7 +301,7 @@ class WorkerProbe:
         """Ask ``candidates`` (and, with ``discover``, everyone) for their state.
 
         ``budget`` bounds the whole exchange in seconds. Returns one WorkerRaw per name seen:
-        ``online`` when it answered ``stats``, else ``not_answering``.
+        ``online`` when it answered, else ``not_answering``.
         """
         deadline = time.monotonic() + budget
         names = list(dict.fromkeys(candidates))
@@ -315,22 +315,16 @@ class WorkerProbe:
                 )
                 names.extend(h for h in found if h not in names)
             if names:
-                for command, reducer in COMMANDS:
-                    targets = names if command == "stats" else list(reduced)
-                    if not targets:
-                        break
-                    remaining = self._step(deadline)
-                    if remaining <= 0:
-                        errors.append(
-                            ProbeError("workers", "timeout", f"no time left for '{command}'")
-                        )
-                        break
-                    self._broadcast(
-                        command,
-                        targets,
+                remaining = self._step(deadline)
+                if remaining > 0:
+                    # All commands go out at once; one consumer sorts the replies by ticket.
+                    self._multicast(
+                        [(c, self._collector(c, r, reduced, set(names))) for c, r in COMMANDS],
+                        names,
                         remaining,
-                        self._collector(command, reducer, reduced, set(targets)),
                     )
+                else:
+                    errors.append(ProbeError("workers", "timeout", "no time left to ask"))
         except Exception as exc:
             errors.append(_describe(exc))
         workers = []
@@ -408,16 +402,76 @@ class WorkerProbe:
         def on_reply(hostname: str, value: Any) -> None:
             if hostname not in expected:
                 return
-            if command == "stats":
-                entry = reduced.setdefault(hostname, _Reduced())
-            elif hostname in reduced:
-                entry = reduced[hostname]
-            else:
-                return
+            entry = reduced.setdefault(hostname, _Reduced())
             reducer(value, entry)
             entry.answered.append(command)
 
         return on_reply
+
+    def _multicast(
+        self,
+        commands: list[tuple[str, Callable[[str, Any], None]]],
+        destination: list[str],
+        timeout: float,
+    ) -> None:
+        """Send every command to ``destination`` at once and collect until all answered.
+
+        Returns as soon as each addressed worker answered each command, or at ``timeout``.
+        kombu's own collector handles one ticket at a time (replies to other tickets are set
+        aside unreduced), so the replies are consumed here and routed by their ticket.
+        """
+        import uuid
+
+        from kombu import messaging
+
+        app = self._celery()
+        # A pooled connection: its channel and Redis clients are reused across checks.
+        with app.connection_or_acquire() as conn:
+            mailbox = app.control.mailbox(conn)
+            channel = conn.default_channel
+            routes: dict[str, Callable[[str, Any], None]] = {}
+            for command, on_reply in commands:
+                ticket = uuid.uuid4().hex
+                routes[ticket] = on_reply
+                mailbox._publish(
+                    command,
+                    {},
+                    destination=destination,
+                    reply_ticket=ticket,
+                    channel=channel,
+                    timeout=timeout,
+                    serializer=mailbox.serializer,
+                )
+            expected = len(destination) * len(commands)
+            received = 0
+
+            def on_message(body: Any, message: Any) -> None:
+                nonlocal received
+                on_reply = routes.get(message.headers.get("ticket"))
+                if on_reply is None or not isinstance(body, dict):
+                    return
+                received += 1
+                for hostname, value in body.items():
+                    if isinstance(hostname, str):
+                        on_reply(hostname, value)
+
+            queue = mailbox.reply_queue
+            consumer_class: Any = messaging.Consumer  # kombu is only partly typed
+            consumer = consumer_class(channel, [queue], accept=mailbox.accept, no_ack=True)
+            consumer.register_callback(on_message)
+            deadline = time.monotonic() + timeout
+            try:
+                with consumer:
+                    while received < expected:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        try:
+                            conn.drain_events(timeout=left)
+                        except TimeoutError:
+                            break
+            finally:
+                channel.after_reply_message_received(queue.name)
 
 
 def _describe(exc: BaseException) -> ProbeError:
