@@ -8,6 +8,7 @@ oldest message across checks) and only hashes of them are kept afterwards.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -81,8 +82,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=16384)
 def scrub(text: str) -> str:
-    """Replace personal data in a name or message: emails, UUIDs, IPs, phones, hosts, ids."""
+    """Replace personal data in a name or message: emails, UUIDs, IPs, phones, hosts, ids.
+
+    Cached: the same queue and task names come back every check (and every warm invocation).
+    """
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -91,11 +96,23 @@ def scrub(text: str) -> str:
 class Hasher:
     """Keyed, stable pseudonyms: the same secret gives the same hash across checks."""
 
+    _CACHE_LIMIT = 50_000
+
     def __init__(self, secret: str) -> None:
         self._key = secret.encode("utf-8")
+        self._cache: dict[tuple[str, str], str] = {}
 
     def _digest(self, kind: str, value: str) -> str:
-        return hmac.new(self._key, f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+        # Worker and queue names repeat every check; task ids and messages do not.
+        cacheable = kind in ("worker", "queue")
+        cached = self._cache.get((kind, value)) if cacheable else None
+        if cached is None:
+            cached = hmac.new(self._key, f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+            if cacheable:
+                if len(self._cache) >= self._CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[(kind, value)] = cached
+        return cached
 
     def worker(self, hostname: str) -> str:
         return "w-" + self._digest("worker", hostname)[:8]
