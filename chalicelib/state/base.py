@@ -175,7 +175,15 @@ class StateStore(Protocol):
         """Queued notifications of ``target`` not yet marked delivered, oldest first."""
         ...
 
-    def mark_delivered(self, ids: Sequence[str], now: float) -> None: ...
+    def mark_delivered(self, ids: Sequence[str], now: float) -> None:
+        """Record that these notifications went out (already delivered ones are left as they are).
+
+        A key-value store finds an outbox item by its target and time, which a bare id does
+        not carry: it knows the ids it listed (``undelivered``) or queued (``commit``), its
+        ``mark_delivered`` also takes the OutboxItems themselves, and it raises StateError for
+        an id it cannot locate. Raises StateError when the store cannot be written.
+        """
+        ...
 
     def add_silence(self, silence: Silence) -> None: ...
 

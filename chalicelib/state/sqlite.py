@@ -43,23 +43,31 @@ class SqliteStore:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 10000")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            if existed and app_id != _APPLICATION_ID:
+            if existed and app_id != _APPLICATION_ID and not _unfinished_setup(conn):
                 conn.close()
                 raise StateError(
                     f"state file {self.path}: is an SQLite database of another program;"
                     " Doorman leaves it untouched (pass --state with another path)"
                 )
-            if not existed:
-                # Only a new file is set up: opening an existing one must not change a byte
-                # of it (it may be unusable, and is then left as it is).
+            if app_id != _APPLICATION_ID:
+                # Only a new file is set up (or one whose setup was cut short: still empty):
+                # opening an existing one must not change a byte of it (it may be unusable,
+                # and is then left as it is). The setup is one transaction, so a check killed
+                # in the middle leaves a file that is either empty or complete.
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS targets ("
-                    " target TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-                    " body TEXT NOT NULL, updated_at REAL NOT NULL)"
-                )
-                _create_tables(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS targets ("
+                        " target TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+                        " body TEXT NOT NULL, updated_at REAL NOT NULL)"
+                    )
+                    _create_tables(conn)
+                    conn.execute("COMMIT")
+                except sqlite3.DatabaseError:
+                    conn.execute("ROLLBACK")
+                    raise
             elif (
                 conn.execute(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'targets'"
@@ -179,12 +187,12 @@ class SqliteStore:
             items.append(OutboxItem(row[0], row[1], float(row[2]), notification))
         return items
 
-    def mark_delivered(self, ids: Sequence[str], now: float) -> None:
+    def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
         conn = self._connect()
         try:
             conn.executemany(
                 "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
-                [(now, i) for i in ids],
+                [(now, i.id if isinstance(i, OutboxItem) else i) for i in ids],
             )
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
@@ -229,6 +237,13 @@ class SqliteStore:
             self._conn = None
 
 
+def _unfinished_setup(conn: sqlite3.Connection) -> bool:
+    """An SQLite file with nothing in it: a Doorman setup cut short (or nobody's data)."""
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return bool(tables == 0 and user_version == 0)
+
+
 def _create_tables(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS outbox ("
@@ -266,13 +281,28 @@ def local_secret(state_path: str) -> str:
     except OSError as exc:
         raise StateError(f"hash secret {secret_path}: cannot be read ({exc.strerror})") from None
     secret = secrets.token_hex(32)
+    # Written whole under a temporary name, then linked into place (which never replaces a
+    # file): a check killed half way leaves no secret file, or a complete one, never an empty
+    # file that would make every later hash keyless.
+    scratch = secret_path.with_name(f"{secret_path.name}.{os.getpid()}.tmp")
     try:
         secret_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return secret_path.read_text(encoding="utf-8").strip()  # another check just made it
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secret + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(scratch, secret_path)
+            return secret
+        except FileExistsError:
+            pass  # another check just made it, or an empty one was left by an older version
+        text = secret_path.read_text(encoding="utf-8").strip()
+        if text:
+            return text
+        os.replace(scratch, secret_path)
+        return secret_path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise StateError(f"hash secret {secret_path}: cannot be created ({exc.strerror})") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(secret + "\n")
-    return secret
+    finally:
+        scratch.unlink(missing_ok=True)
