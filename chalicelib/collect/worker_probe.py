@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -287,15 +288,16 @@ class WorkerProbe:
                     if isinstance(hostname, str):
                         on_reply(hostname, value)
 
-        self._celery().control.broadcast(
-            command,
-            arguments=arguments,
-            destination=destination,
-            reply=True,
-            timeout=timeout,
-            callback=callback,
-            limit=len(destination) if destination else None,
-        )
+        with _exclusive(self._broker_url, timeout):
+            self._celery().control.broadcast(
+                command,
+                arguments=arguments,
+                destination=destination,
+                reply=True,
+                timeout=timeout,
+                callback=callback,
+                limit=len(destination) if destination else None,
+            )
 
     def probe(self, candidates: Iterable[str], *, discover: bool, budget: float) -> WorkerResult:
         """Ask ``candidates`` (and, with ``discover``, everyone) for their state.
@@ -426,7 +428,7 @@ class WorkerProbe:
 
         app = self._celery()
         # A pooled connection: its channel and Redis clients are reused across checks.
-        with app.connection_or_acquire() as conn:
+        with _exclusive(self._broker_url, timeout), app.connection_or_acquire() as conn:
             mailbox = app.control.mailbox(conn)
             channel = conn.default_channel
             routes: dict[str, Callable[[str, Any], None]] = {}
@@ -474,8 +476,38 @@ class WorkerProbe:
                 channel.after_reply_message_received(queue.name)
 
 
+class RemoteControlBusy(Exception):
+    """Another check in this process held the broker's remote-control connection too long."""
+
+
+_GUARD = threading.Lock()
+_BROKER_LOCKS: dict[str, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def _exclusive(broker_url: str, timeout: float) -> Iterator[None]:
+    """One remote-control exchange per broker at a time within a process.
+
+    kombu keeps its connection and producer pools per broker URL for the whole process, with
+    a small limit and no timeout: two checks of one broker in two threads can each hold one
+    pool slot and wait for the other forever. Taking turns (bounded by the timeout) cannot.
+    """
+    with _GUARD:
+        lock = _BROKER_LOCKS.setdefault(broker_url, threading.Lock())
+    if not lock.acquire(timeout=max(timeout, 0.01)):
+        raise RemoteControlBusy
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _describe(exc: BaseException) -> ProbeError:
     name = type(exc).__name__
+    if isinstance(exc, RemoteControlBusy):
+        return ProbeError(
+            "workers", "busy", "another check of this broker kept remote control busy"
+        )
     text = str(exc).lower()
     if "timeout" in text or "timed out" in text:
         return ProbeError("workers", "timeout", "remote control timed out talking to the broker")

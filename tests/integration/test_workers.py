@@ -179,3 +179,39 @@ def test_busy_solo_worker_is_not_answering_and_the_check_stays_in_budget(
         assert payload["check_duration_ms"] < 3500
     finally:
         worker.kill()
+
+
+def test_two_collectors_of_one_broker_in_threads_never_deadlock(redis_server, workers):
+    """kombu's process-wide pools are shared per broker URL; checks must take turns."""
+    import threading
+
+    from chalicelib.collect import Collector, ProbePlan
+    from chalicelib.settings import load_settings
+
+    workers.start("w1@threads")
+    workers.start("w2@threads")
+    settings = load_settings(environ={}, overrides={"redis_url": redis_server.url})
+    collectors = [Collector(settings), Collector(settings)]
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(collector: Collector) -> None:
+        try:
+            for _ in range(5):
+                snapshot = collector.collect(ProbePlan())
+                seen.append(sum(1 for w in snapshot.workers if w.status == "online"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in collectors]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "a collector hung"
+        assert not errors, errors
+        assert seen == [2] * 10
+    finally:
+        for c in collectors:
+            c.close()
