@@ -80,7 +80,7 @@ class _ReadOnlyStore:
     def undelivered(self, target: str, limit: int = 100) -> list[OutboxItem]:
         return []
 
-    def mark_delivered(self, ids: Sequence[str], now: float) -> None:
+    def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
         return None
 
     def add_silence(self, silence: Silence) -> None:

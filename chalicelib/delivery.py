@@ -16,6 +16,7 @@ from typing import TextIO
 
 from .alerting import Notification
 from .state import StateError, StateStore
+from .state.base import OutboxItem
 
 log = logging.getLogger("doorman")
 
@@ -58,7 +59,7 @@ def deliver_outbox(
     except StateError as exc:
         log.error("outbox unreadable: %s", type(exc).__name__)
         return results
-    done: list[str] = []
+    done: list[OutboxItem] = []
     for item in items:
         all_ok = True
         for name, send in channels:
@@ -70,7 +71,7 @@ def deliver_outbox(
                 results.append(Delivery(item.id, name, False, f"{type(exc).__name__}"))
                 log.error("delivery to %s failed: %s", name, type(exc).__name__)
         if all_ok:
-            done.append(item.id)
+            done.append(item)
     if done:
         try:
             store.mark_delivered(done, now())

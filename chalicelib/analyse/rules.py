@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from ..model import Finding, Sample, Severity
 from ..sanitize import scrub
@@ -307,4 +308,34 @@ def evaluate(sample: Sample, trends: Trends, thresholds: Thresholds) -> list[Fin
     probe may have died half-way): only ``redis_unreachable`` is concluded from it.
     """
     rules = RULES if sample.redis_ok else (redis_unreachable,)
-    return [finding for rule in rules for finding in rule(sample, trends, thresholds)]
+    return limit_findings([f for rule in rules for f in rule(sample, trends, thresholds)])
+
+
+MAX_PER_TYPE = 10
+MAX_FINDINGS = 60
+
+
+def limit_findings(findings: list[Finding]) -> list[Finding]:
+    """At most MAX_PER_TYPE findings of a type and MAX_FINDINGS in all, most severe first.
+
+    One alert per stuck task or growing queue is useful for a few and noise for hundreds, and
+    every alert is state written with each check (a DynamoDB transaction holds 100 items). The
+    payload's anomalies and queues still list everything; the kept findings say how many more.
+    """
+    by_type: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_type.setdefault(f.type, []).append(f)
+    kept: list[Finding] = []
+    for group in by_type.values():
+        group.sort(key=lambda f: -f.severity.rank)  # stable: rule order within a severity
+        extra = len(group) - MAX_PER_TYPE
+        if extra > 0:
+            group = [
+                replace(f, message=f"{f.message} (and {extra} more like it)")
+                for f in group[:MAX_PER_TYPE]
+            ]
+        kept.extend(group)
+    if len(kept) > MAX_FINDINGS:
+        kept.sort(key=lambda f: -f.severity.rank)
+        kept = kept[:MAX_FINDINGS]
+    return kept

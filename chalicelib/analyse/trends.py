@@ -9,9 +9,9 @@ from typing import Any
 
 from ..model import Sample
 
-HISTORY_LENGTH = 10
+HISTORY_LENGTH = 5  # the samples the trend window looks at, no more
 MIN_SAMPLES_FOR_TREND = 3
-WINDOW = 5
+WINDOW = HISTORY_LENGTH
 
 
 def history_entry(sample: Sample) -> dict[str, Any]:

@@ -42,10 +42,20 @@ class TargetState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        body = asdict(self)
-        body.pop("version")
-        body["alerts"] = {k: a.to_json() for k, a in self.alerts.items()}
-        return body
+        # Built by hand: dataclasses.asdict deep-copies the history and sample on every commit,
+        # which was most of a 1,000-queue check. Everything here is already JSON-ready.
+        return {
+            "last_sample": self.last_sample,
+            "roster": {k: asdict(r) for k, r in self.roster.items()},
+            "observations": {
+                k: {"fingerprint": o.fingerprint, "first_seen": o.first_seen}
+                for k, o in self.observations.items()
+            },
+            "visibility_timeout": self.visibility_timeout,
+            "last_discovery": self.last_discovery,
+            "alerts": {k: a.to_json() for k, a in self.alerts.items()},
+            "history": self.history,
+        }
 
     @classmethod
     def from_json(cls, version: int, body: Any) -> TargetState:
@@ -175,7 +185,7 @@ class StateStore(Protocol):
         """Queued notifications of ``target`` not yet marked delivered, oldest first."""
         ...
 
-    def mark_delivered(self, ids: Sequence[str], now: float) -> None:
+    def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
         """Record that these notifications went out (already delivered ones are left as they are).
 
         A key-value store finds an outbox item by its target and time, which a bare id does

@@ -419,3 +419,25 @@ def test_between_30_and_90_percent_only_the_queue_grows() -> None:
 def test_a_healthy_sample_finds_nothing() -> None:
     s = sample((queue("celery", 3, 1.0),), (worker("w-1", active=1), worker("w-2")))
     assert run(s) == []
+
+
+def test_findings_are_capped_per_type_and_in_total_keeping_the_most_severe():
+    from chalicelib.analyse.rules import MAX_FINDINGS, MAX_PER_TYPE, limit_findings
+    from chalicelib.model import Finding, Severity
+
+    many = [
+        Finding("high_latency", Severity.WARNING, "t", f"m{i}", subject=f"q{i}") for i in range(30)
+    ] + [Finding("high_latency", Severity.CRITICAL, "t", "crit", subject="payments")]
+    kept = limit_findings(many)
+    assert len(kept) == MAX_PER_TYPE
+    assert kept[0].subject == "payments"
+    assert all("(and 21 more like it)" in f.message for f in kept)
+
+    flood = [
+        Finding(f"type{t}", Severity.WARNING, "t", "m", subject=f"s{i}")
+        for t in range(12)
+        for i in range(8)
+    ] + [Finding("workers_down", Severity.EMERGENCY, "t", "m")]
+    kept = limit_findings(flood)
+    assert len(kept) == MAX_FINDINGS
+    assert any(f.type == "workers_down" for f in kept)
