@@ -144,6 +144,7 @@ class WorkerRaw:
     uptime_sec: int | None = None
     visibility_timeout_sec: float | None = None
     answered: tuple[str, ...] = ()  # which remote-control commands it answered
+    detail_age_sec: float | None = None  # reserved/scheduled/queues reused from a past check
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class WorkerSample:
     prefetch_count: int | None
     uptime_sec: int | None
     tasks: tuple[ActiveTaskSample, ...]
+    detail_age_sec: float | None = None
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ def _worker(w: WorkerSample) -> dict[str, Any]:
             queues=list(w.queues),
             processed_total=w.processed_total,
         )
+        if w.detail_age_sec:
+            doc["detail_age_sec"] = w.detail_age_sec
     return doc
 
 

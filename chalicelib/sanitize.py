@@ -283,6 +283,7 @@ def _worker_sample(
         prefetch_count=raw.prefetch_count,
         uptime_sec=raw.uptime_sec,
         tasks=tasks,
+        detail_age_sec=raw.detail_age_sec,
     )
 
 

@@ -49,6 +49,7 @@ class Settings:
     worker_timeout_seconds: float = 1.0
     worker_discovery_interval_seconds: float = 600.0
     worker_forget_after_seconds: float = 3600.0
+    worker_detail_interval_seconds: float = 300.0
     max_queues: int = 5000
 
     @property
@@ -376,6 +377,7 @@ _FIELDS: dict[str, _Field] = {
     "worker_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_WORKER_TIMEOUT"),
     "worker_discovery_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DISCOVERY"),
     "worker_forget_after_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_FORGET_AFTER"),
+    "worker_detail_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DETAIL_INTERVAL"),
     "max_queues": _Field(_parse_count, "DOORMAN_MAX_QUEUES"),
 }
 

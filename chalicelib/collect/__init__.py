@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 
-from ..model import ProbeError, Snapshot
+from ..model import ProbeError, Snapshot, WorkerRaw
 from ..settings import Settings
 from .redis_probe import RedisProbe, connect, describe_error
 from .worker_probe import WorkerProbe, mark_silent
@@ -37,12 +37,55 @@ class Collector:
         self._redis = RedisProbe(
             self._client, keyprefix=settings.global_keyprefix, max_queues=settings.max_queues
         )
+        self._detail: dict[str, WorkerRaw] = {}
+        self._detail_at: float | None = None
         self._workers = WorkerProbe(
             settings.broker_url,
             keyprefix=settings.global_keyprefix,
             timeout=settings.worker_timeout_seconds,
             connect_timeout=settings.redis_timeout_seconds,
         )
+
+    def _detail_due(self, now: float, candidates: list[str], overdue: bool) -> bool:
+        """Whether this check asks the slow-changing detail (reserved, scheduled, queues).
+
+        Fresh detail is needed when there is none yet, when the workers changed, when
+        overdue unacked messages must be told apart (held by a live worker or orphaned), and
+        every ``worker_detail_interval_seconds``; between those, the last answers are reused.
+        """
+        return (
+            overdue
+            or self._detail_at is None
+            or now - self._detail_at >= self.settings.worker_detail_interval_seconds
+            or set(candidates) != set(self._detail)
+        )
+
+    def _with_detail(
+        self, workers: tuple[WorkerRaw, ...], fresh: bool, now: float
+    ) -> tuple[WorkerRaw, ...]:
+        online = [w for w in workers if w.status == "online"]
+        if fresh:
+            self._detail = {w.hostname: w for w in online}
+            self._detail_at = now
+            return workers
+        age = round(now - (self._detail_at or now), 1)
+        merged = []
+        for w in workers:
+            known = self._detail.get(w.hostname)
+            if w.status != "online" or known is None:
+                merged.append(w)
+                continue
+            merged.append(
+                replace(
+                    w,
+                    reserved=known.reserved,
+                    scheduled=known.scheduled,
+                    reserved_ids=known.reserved_ids,
+                    queues=known.queues,
+                    detail_age_sec=age,
+                )
+            )
+        return tuple(merged)
 
     def close(self) -> None:
         self._workers.close()
@@ -80,8 +123,11 @@ class Collector:
         discover = plan.discover_workers == "always" or (
             plan.discover_workers == "if_none" and not candidates
         )
-        workers = self._workers.probe(candidates, discover=discover, budget=budget)
-        found = workers.workers
+        tick = time.monotonic()
+        overdue = result.unacked is not None and result.unacked.overdue_total > 0
+        detail = self._detail_due(tick, candidates, overdue)
+        workers = self._workers.probe(candidates, discover=discover, budget=budget, detail=detail)
+        found = self._with_detail(workers.workers, detail, tick)
         if any(w.status != "online" for w in found):
             found = mark_silent(found, self._redis.pidbox_subscribers(result.pidbox_exchanges))
         phases["workers_ms"] = _ms(t_workers)

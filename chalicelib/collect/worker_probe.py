@@ -125,13 +125,18 @@ def reduce_active_queues(reply: Any, into: _Reduced) -> None:
 
 _Reducer = Callable[[Any, _Reduced], None]
 
-COMMANDS: tuple[tuple[str, _Reducer], ...] = (
+# Asked every check: liveness, pool size, totals (throughput) and running tasks.
+CORE_COMMANDS: tuple[tuple[str, _Reducer], ...] = (
     ("stats", reduce_stats),
     ("active", reduce_active),
+)
+# Slow-changing detail, asked when the collector wants it fresh (see Collector).
+DETAIL_COMMANDS: tuple[tuple[str, _Reducer], ...] = (
     ("reserved", reduce_reserved),
     ("scheduled", reduce_scheduled),
     ("active_queues", reduce_active_queues),
 )
+COMMANDS = CORE_COMMANDS + DETAIL_COMMANDS
 
 
 # --- configuration (``conf``), for the audit's deep checks ------------------------------------
@@ -299,12 +304,16 @@ class WorkerProbe:
                 limit=len(destination) if destination else None,
             )
 
-    def probe(self, candidates: Iterable[str], *, discover: bool, budget: float) -> WorkerResult:
+    def probe(
+        self, candidates: Iterable[str], *, discover: bool, budget: float, detail: bool = True
+    ) -> WorkerResult:
         """Ask ``candidates`` (and, with ``discover``, everyone) for their state.
 
-        ``budget`` bounds the whole exchange in seconds. Returns one WorkerRaw per name seen:
-        ``online`` when it answered, else ``not_answering``.
+        ``budget`` bounds the whole exchange in seconds; ``detail`` adds the reserved,
+        scheduled and active_queues commands. Returns one WorkerRaw per name seen: ``online``
+        when it answered, else ``not_answering``.
         """
+        commands = COMMANDS if detail else CORE_COMMANDS
         deadline = time.monotonic() + budget
         names = list(dict.fromkeys(candidates))
         errors: list[ProbeError] = []
@@ -321,7 +330,7 @@ class WorkerProbe:
                 if remaining > 0:
                     # All commands go out at once; one consumer sorts the replies by ticket.
                     self._multicast(
-                        [(c, self._collector(c, r, reduced, set(names))) for c, r in COMMANDS],
+                        [(c, self._collector(c, r, reduced, set(names))) for c, r in commands],
                         names,
                         remaining,
                     )

@@ -215,3 +215,48 @@ def test_two_collectors_of_one_broker_in_threads_never_deadlock(redis_server, wo
     finally:
         for c in collectors:
             c.close()
+
+
+def test_slow_changing_detail_is_reused_between_checks_and_refreshed_on_change(
+    redis_server, workers
+):
+    """Healthy checks ask only stats and active; reserved/scheduled/queues are refreshed on
+    the detail interval, when the workers change, and when overdue unacked messages exist."""
+    from chalicelib.collect import Collector, ProbePlan
+    from chalicelib.settings import load_settings
+
+    workers.start("w1@detail", queues=("celery", "detail-q"))
+    settings = load_settings(environ={}, overrides={"redis_url": redis_server.url})
+    collector = Collector(settings)
+    try:
+        first = collector.collect(ProbePlan())
+        (w,) = [w for w in first.workers if w.status == "online"]
+        assert w.detail_age_sec is None
+        assert set(w.answered) == {"stats", "active", "reserved", "scheduled", "active_queues"}
+        assert set(w.queues) == {"celery", "detail-q"}
+
+        second = collector.collect(ProbePlan())
+        (w2,) = [w for w in second.workers if w.status == "online"]
+        assert set(w2.answered) == {"stats", "active"}
+        assert w2.detail_age_sec is not None and w2.detail_age_sec >= 0
+        assert w2.queues == w.queues  # reused, and said to be
+
+        workers.start("w2@detail")
+        third = collector.collect(ProbePlan())
+        assert all("active_queues" in x.answered for x in third.workers if x.status == "online"), (
+            "a new worker must refresh the detail"
+        )
+    finally:
+        collector.close()
+
+    fresh = load_settings(
+        environ={},
+        overrides={"redis_url": redis_server.url, "worker_detail_interval_seconds": 0},
+    )
+    collector = Collector(fresh)
+    try:
+        collector.collect(ProbePlan())
+        again = collector.collect(ProbePlan())
+        assert all("reserved" in x.answered for x in again.workers if x.status == "online")
+    finally:
+        collector.close()
