@@ -229,6 +229,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     deps = make_deps(settings)
     stop = threading.Event()
+    from .delivery import DeliveryLog
+
+    memo = DeliveryLog()
 
     def _stop(_signum: int, _frame: object) -> None:
         stop.set()
@@ -239,7 +242,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         while True:
             result = run_check(settings, deps, dry_run=args.dry_run)
-            _deliver(settings, deps, result, dry_run=args.dry_run)
+            _deliver(settings, deps, result, dry_run=args.dry_run, memo=memo)
             if args.format == "json":
                 sys.stdout.write(json.dumps(result.payload, separators=(",", ":")) + "\n")
             else:
@@ -256,21 +259,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _deliver(settings: Settings, deps: Any, result: Any, *, dry_run: bool) -> None:
-    """Deliver the committed outbox (or, dry, show what would go); record it in the payload."""
-    from .delivery import console_line, console_sender, deliver_outbox
+def _deliver(
+    settings: Settings, deps: Any, result: Any, *, dry_run: bool, memo: Any = None
+) -> None:
+    """Deliver the committed outbox (or, dry, show what would go); record it in the payload.
 
+    Each notification of the payload gets ``delivery``: one ``{channel, ok, error?}`` per
+    channel (``permanent`` when the channel refused it for good, ``skipped`` when it is below
+    the channel's minimum severity). ``memo`` keeps, across the checks of one process, the
+    channels that already took an item.
+    """
+    from .delivery import console_line, console_sender, deliver_outbox
+    from .notify.direct import channels_from_settings
+
+    channels = channels_from_settings(settings)
     if dry_run:
         for note in result.notifications:
             print("doorman: would send: " + console_line(note), file=sys.stderr)
+            for channel in channels:
+                if channel.wants(note):
+                    line = f"doorman: would send to {channel.name}: {channel.describe(note)}"
+                else:
+                    line = f"doorman: would skip {channel.name} (below {channel.minimum.value})"
+                print(line, file=sys.stderr)
         return
     if deps.store is None or not result.committed:
         return
+    senders = [("console", console_sender()), *((c.name, c.send) for c in channels)]
     outcomes: dict[str, list[dict[str, Any]]] = {}
-    for d in deliver_outbox(deps.store, settings.target, [("console", console_sender())]):
+    for d in deliver_outbox(deps.store, settings.target, senders, log_=memo):
         entry: dict[str, Any] = {"channel": d.channel, "ok": d.ok}
         if d.error:
             entry["error"] = d.error
+        if d.permanent:
+            entry["permanent"] = True
+        if d.skipped:
+            entry["skipped"] = True
         outcomes.setdefault(d.id, []).append(entry)
     for note in result.payload["notifications"]:
         note["delivery"] = outcomes.get(note["id"], [])

@@ -1,8 +1,16 @@
 """Local delivery of the outbox: what ``doorman check`` does with committed notifications.
 
 In AWS the outbox is read from the DynamoDB stream by the dispatcher; locally the command
-delivers it in-process right after the commit. An item is marked delivered only when every
-channel took it, so a notification that could not be sent is tried again by the next check.
+delivers it in-process right after the commit, to the console and every configured channel.
+
+Per channel: a success, or a permanent failure (a revoked webhook, a rejected routing key:
+recorded, never retried), settles the channel for that item. An item is marked delivered once
+every channel is settled; a transient failure (timeout, 429, 5xx after the retries) leaves it
+in the outbox for the next check. A :class:`DeliveryLog` remembers which channels already took
+an item, so that a retry goes only to the channels that failed (within one process: across
+``--once`` runs a channel that succeeded may get the item again; PagerDuty deduplicates it by
+key). A channel that fails transiently is not tried again for the rest of the round, and an
+item still unsettled after ``max_age`` seconds is given up, so nothing blocks the outbox forever.
 """
 
 from __future__ import annotations
@@ -11,16 +19,19 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from .alerting import Notification
+from .notify.base import NotifyError, Skipped
 from .state import StateError, StateStore
 from .state.base import OutboxItem
 
 log = logging.getLogger("doorman")
 
 Sender = Callable[[Notification], None]
+
+MAX_AGE_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,24 @@ class Delivery:
     channel: str
     ok: bool
     error: str | None = None
+    permanent: bool = False
+    skipped: bool = False
+
+
+@dataclass
+class DeliveryLog:
+    """(item id, channel) pairs already settled in this process; bounded."""
+
+    settled: dict[tuple[str, str], None] = field(default_factory=dict)
+    capacity: int = 10_000
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.settled
+
+    def add(self, item_id: str, channel: str) -> None:
+        self.settled[(item_id, channel)] = None
+        while len(self.settled) > self.capacity:
+            self.settled.pop(next(iter(self.settled)))
 
 
 def console_line(note: Notification) -> str:
@@ -46,11 +75,22 @@ def console_sender(stream: TextIO | None = None) -> Sender:
     return send
 
 
+def _error_text(exc: Exception) -> tuple[str, bool]:
+    """A message safe to record (NotifyError's never holds a URL or key) and permanence."""
+    if isinstance(exc, NotifyError):
+        return exc.message, exc.permanent
+    # Anything else may carry whatever its author put in it: only its kind is kept.
+    return type(exc).__name__, False
+
+
 def deliver_outbox(
     store: StateStore,
     target: str,
     channels: Sequence[tuple[str, Sender]],
     now: Callable[[], float] = time.time,
+    *,
+    log_: DeliveryLog | None = None,
+    max_age: float = MAX_AGE_SECONDS,
 ) -> list[Delivery]:
     """Send every undelivered notification of ``target`` to every channel; never raises."""
     results: list[Delivery] = []
@@ -59,18 +99,41 @@ def deliver_outbox(
     except StateError as exc:
         log.error("outbox unreadable: %s", type(exc).__name__)
         return results
+    memo = log_ if log_ is not None else DeliveryLog()
+    down: dict[str, str] = {}  # channels that failed transiently in this round
     done: list[OutboxItem] = []
     for item in items:
-        all_ok = True
+        settled = True
         for name, send in channels:
+            if (item.id, name) in memo:
+                continue
+            if name in down:
+                settled = False
+                results.append(Delivery(item.id, name, False, f"not tried: {down[name]}"))
+                continue
             try:
                 send(item.notification)
-                results.append(Delivery(item.id, name, True))
+            except Skipped:
+                results.append(Delivery(item.id, name, True, skipped=True))
+                memo.add(item.id, name)
+                continue
             except Exception as exc:  # one broken channel never stops the others
-                all_ok = False
-                results.append(Delivery(item.id, name, False, f"{type(exc).__name__}"))
-                log.error("delivery to %s failed: %s", name, type(exc).__name__)
-        if all_ok:
+                text, permanent = _error_text(exc)
+                results.append(Delivery(item.id, name, False, text, permanent))
+                if permanent:
+                    log.error("delivery to %s failed permanently: %s", name, text)
+                    memo.add(item.id, name)
+                else:
+                    log.error("delivery to %s failed, retried next check: %s", name, text)
+                    down[name] = text
+                    settled = False
+                continue
+            results.append(Delivery(item.id, name, True))
+            memo.add(item.id, name)
+        if not settled and now() - item.created_at > max_age:
+            log.error("giving up a notification unsent for %.0f s", now() - item.created_at)
+            settled = True
+        if settled:
             done.append(item)
     if done:
         try:

@@ -51,6 +51,16 @@ class Settings:
     worker_forget_after_seconds: float = 3600.0
     worker_detail_interval_seconds: float = 300.0
     max_queues: int = 5000
+    # Notification channels. URLs and keys are secrets: kept out of repr, never printed.
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    pagerduty_routing_key: str | None = field(default=None, repr=False)
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    generic_webhook_url: str | None = field(default=None, repr=False)
+    generic_webhook_secret: str | None = field(default=None, repr=False)
+    slack_min_severity: str = "info"
+    pagerduty_min_severity: str = "warning"
+    slack_url_param: str | None = None
+    pagerduty_key_param: str | None = None
 
     @property
     def broker_url(self) -> str:
@@ -237,6 +247,37 @@ def _type_name(value: Any) -> str:
     )
 
 
+def _parse_http_url(value: Any) -> str:
+    """An http(s) URL with a host; the value is never shown (a webhook URL is a secret)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a URL as text, got a {_type_name(value)}")
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in {"http", "https"}:
+        raise ValueError("expected an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("has no host name")
+    return url
+
+
+def _parse_optional_http_url(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _parse_http_url(value)
+
+
+def _parse_severity(value: Any) -> str:
+    levels = ("info", "warning", "critical", "emergency")
+    text = _parse_text(value).strip().lower()
+    if text not in levels:
+        raise ValueError(f"expected one of {', '.join(levels)}, got {_show(value)}")
+    return text
+
+
 def _parse_optional_url(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -379,6 +420,31 @@ _FIELDS: dict[str, _Field] = {
     "worker_forget_after_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_FORGET_AFTER"),
     "worker_detail_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DETAIL_INTERVAL"),
     "max_queues": _Field(_parse_count, "DOORMAN_MAX_QUEUES"),
+    "slack_webhook_url": _Field(
+        _parse_optional_http_url, "SLACK_WEBHOOK_URL", "Slack incoming webhook (a secret)"
+    ),
+    "pagerduty_routing_key": _Field(
+        _parse_secret, "PAGERDUTY_ROUTING_KEY", "PagerDuty Events v2 routing key (a secret)"
+    ),
+    "pagerduty_events_url": _Field(
+        _parse_http_url, "PAGERDUTY_EVENTS_URL", "PagerDuty Events API endpoint"
+    ),
+    "generic_webhook_url": _Field(
+        _parse_optional_http_url, "GENERIC_WEBHOOK_URL", "webhook receiving the alert JSON"
+    ),
+    "generic_webhook_secret": _Field(
+        _parse_secret, "GENERIC_WEBHOOK_SECRET", "HMAC-SHA256 key signing webhook bodies"
+    ),
+    "slack_min_severity": _Field(_parse_severity, "DOORMAN_SLACK_MIN_SEVERITY"),
+    "pagerduty_min_severity": _Field(_parse_severity, "DOORMAN_PAGERDUTY_MIN_SEVERITY"),
+    "slack_url_param": _Field(
+        _parse_optional_text, "DOORMAN_SLACK_URL_PARAM", "SSM SecureString holding the Slack URL"
+    ),
+    "pagerduty_key_param": _Field(
+        _parse_optional_text,
+        "DOORMAN_PAGERDUTY_KEY_PARAM",
+        "SSM SecureString holding the PagerDuty routing key",
+    ),
 }
 
 CONFIG_ENV = "DOORMAN_CONFIG"

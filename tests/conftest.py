@@ -134,8 +134,17 @@ def run_cli(
     args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run the ``doorman`` command as a user would, in a subprocess."""
+    from chalicelib.settings import CONFIG_ENV, env_names
+
+    ours = {*env_names().values(), CONFIG_ENV}
+    # Never let a developer's real broker, webhook or paging key (or thresholds) reach a test.
     full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CELERY_", "DOORMAN_"))
+        k: v
+        for k, v in os.environ.items()
+        if k not in ours
+        and not k.startswith(
+            ("REDIS_", "CELERY_", "DOORMAN_", "SLACK_", "PAGERDUTY_", "GENERIC_WEBHOOK_")
+        )
     }
     full_env.update(env or {})
     return subprocess.run(

@@ -1,0 +1,272 @@
+"""SNS fan-out: the publisher the dispatcher uses, and the subscribers behind the topic.
+
+One SNS message per notification, ``MessageStructure=json``: ``default`` is the alert
+document (JSON text, what Lambda and SQS subscribers receive), ``email`` the readable text.
+Message attributes ``severity``, ``alert_type``, ``target``, ``action`` allow filter policies,
+but each subscriber also checks its minimum severity in code.
+
+Subscribers are safe to run twice on one message: PagerDuty deduplicates on ``dedup_key``;
+Slack has no such key, so each container remembers the notification ids it posted (a
+bounded in-memory set). A duplicate that reaches a fresh container (cold start, or a second
+concurrent container) is posted again: at-least-once, as SNS itself is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..alerting import RESOLVE, Notification
+from ..model import Severity
+from . import email
+from .base import NotifyError, alert_document, from_document, truncate
+
+log = logging.getLogger("doorman.notify")
+
+SNS_MAX_BYTES = 256 * 1024
+# Room kept for the subject, attributes and the JSON structure around the two messages.
+_BUDGET = SNS_MAX_BYTES - 8 * 1024
+
+
+def _attrs(note: Notification) -> dict[str, dict[str, str]]:
+    return {
+        "severity": {"DataType": "String", "StringValue": note.severity.value},
+        "alert_type": {"DataType": "String", "StringValue": note.type},
+        "target": {"DataType": "String", "StringValue": note.target or "-"},
+        "action": {"DataType": "String", "StringValue": note.action},
+    }
+
+
+def _message(note: Notification) -> str:
+    return json.dumps(
+        {
+            "default": json.dumps(alert_document(note), separators=(",", ":"), default=str),
+            "email": email.body(note),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _fit(note: Notification) -> tuple[Notification, str]:
+    """``note`` and its SNS message, with details cut until the message fits SNS's limit."""
+    message = _message(note)
+    if len(message.encode()) <= _BUDGET:
+        return note, message
+    cut = replace(
+        note,
+        details={"truncated": True, "detail_keys": len(note.details)},
+        message=truncate(note.message, 2000),
+        recommendation=truncate(note.recommendation, 2000) if note.recommendation else None,
+        title=truncate(note.title, 500),
+    )
+    message = _message(cut)
+    if len(message.encode()) > _BUDGET:  # only absurd keys or targets are left
+        cut = replace(cut, key=truncate(cut.key, 1000), subject=truncate(cut.subject, 500))
+        message = _message(cut)
+    return cut, message
+
+
+def publish_request(note: Notification, topic_arn: str) -> dict[str, Any]:
+    """The ``Publish`` parameters for ``note`` (pure; the message fits 256 KB)."""
+    _, message = _fit(note)
+    return {
+        "TopicArn": topic_arn,
+        "Message": message,
+        "MessageStructure": "json",
+        "Subject": email.subject(note),
+        "MessageAttributes": _attrs(note),
+    }
+
+
+# Error codes of SNS that a retry will not fix.
+_PERMANENT_CODES = frozenset(
+    {
+        "InvalidParameter",
+        "InvalidParameterValue",
+        "ParameterValueInvalid",
+        "NotFound",
+        "AuthorizationError",
+        "AccessDenied",
+        "AccessDeniedException",
+        "InvalidClientTokenId",
+        "KMSDisabled",
+        "KMSNotFound",
+        "KMSInvalidState",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SnsPublisher:
+    """Publishes notifications to one topic through an injected boto3 SNS client."""
+
+    client: Any
+    topic_arn: str
+    name: str = "sns"
+
+    def send(self, note: Notification) -> None:
+        """Publish ``note``; raises NotifyError (permanent for parameter and access errors)."""
+        try:
+            self.client.publish(**publish_request(note, self.topic_arn))
+        except Exception as exc:
+            response = getattr(exc, "response", None)
+            code = ""
+            status = None
+            if isinstance(response, Mapping):
+                code = str(response.get("Error", {}).get("Code", ""))
+                status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            kind = code or type(exc).__name__
+            raise NotifyError(
+                f"{self.name}: publish failed ({kind})",
+                permanent=code in _PERMANENT_CODES,
+                status=status if isinstance(status, int) else None,
+            ) from None
+
+
+# --- subscribers ----------------------------------------------------------------------------
+
+
+@dataclass
+class SeenIds:
+    """A bounded, thread-safe set of notification ids this container has delivered."""
+
+    capacity: int = 2048
+    _ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __contains__(self, item: object) -> bool:
+        with self._lock:
+            return item in self._ids
+
+    def add(self, item: str) -> None:
+        with self._lock:
+            self._ids[item] = None
+            self._ids.move_to_end(item)
+            while len(self._ids) > self.capacity:
+                self._ids.popitem(last=False)
+
+
+# One per container: outlives an invocation, not a cold start.
+SLACK_SEEN = SeenIds()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str | None
+    status: str  # "sent", "skipped", "duplicate", "invalid", "failed"
+    error: str | None = None
+
+
+def record_message(record: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """The message text and attributes of one record (Lambda's ``Sns`` shape or the SNS
+    envelope an SQS subscription receives). Raises ValueError when neither is there."""
+    sns = record.get("Sns", record)
+    if not isinstance(sns, Mapping) or not isinstance(sns.get("Message"), str):
+        raise ValueError("record has no SNS message")
+    attrs = sns.get("MessageAttributes") or {}
+    return sns["Message"], attrs if isinstance(attrs, Mapping) else {}
+
+
+def attribute(attrs: Mapping[str, Any], name: str) -> str | None:
+    value = attrs.get(name)
+    if isinstance(value, Mapping):
+        text = value.get("Value", value.get("StringValue"))
+        return text if isinstance(text, str) else None
+    return None
+
+
+def parse_record(record: Mapping[str, Any]) -> Notification:
+    """The notification an SNS record carries; raises ValueError on anything else."""
+    message, _ = record_message(record)
+    try:
+        doc = json.loads(message)
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+        return from_document(doc)
+    except (TypeError, KeyError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a Doorman notification ({type(exc).__name__})") from None
+
+
+def handle_records(
+    records: Iterable[Mapping[str, Any]],
+    send: Callable[[Notification], None],
+    *,
+    min_severity: Severity,
+    seen: SeenIds | None = None,
+    always_resolve: bool = False,
+    channel: str = "channel",
+) -> list[Outcome]:
+    """Deliver every record's notification at or above ``min_severity`` through ``send``.
+
+    ``seen``: ids already delivered by this container are skipped, and successes are added.
+    ``always_resolve``: resolves go out whatever their severity (for PagerDuty a resolve of an
+    unknown dedup_key is a no-op, and an alert that went down a level before clearing must
+    still close its incident). Malformed records and permanent failures are logged and
+    skipped. Raises the first transient NotifyError after trying every record, so that the
+    invocation is retried (records already delivered are then skipped by ``seen``, or
+    deduplicated by the receiver).
+    """
+    outcomes: list[Outcome] = []
+    transient: NotifyError | None = None
+    for record in records:
+        try:
+            note = parse_record(record)
+        except ValueError as exc:
+            log.error("%s: skipping a record: %s", channel, exc)
+            outcomes.append(Outcome(None, "invalid", str(exc)))
+            continue
+        if note.severity < min_severity and not (always_resolve and note.action == RESOLVE):
+            outcomes.append(Outcome(note.id, "skipped"))
+            continue
+        if seen is not None and note.id in seen:
+            log.info("%s: notification already delivered by this container", channel)
+            outcomes.append(Outcome(note.id, "duplicate"))
+            continue
+        try:
+            send(note)
+        except NotifyError as exc:
+            outcomes.append(Outcome(note.id, "failed", exc.message))
+            if exc.permanent:
+                log.error("%s: dropped after a permanent error: %s", channel, exc.message)
+            elif transient is None:
+                transient = exc
+            continue
+        if seen is not None:
+            seen.add(note.id)
+        outcomes.append(Outcome(note.id, "sent"))
+    if transient is not None:
+        raise transient
+    return outcomes
+
+
+def handle_sns_for_slack(
+    records: Iterable[Mapping[str, Any]],
+    send: Callable[[Notification], None],
+    min_severity: Severity = Severity.INFO,
+    *,
+    seen: SeenIds | None = None,
+) -> list[Outcome]:
+    """The Slack subscriber: severity filter in code, and this container's seen-set."""
+    return handle_records(
+        records,
+        send,
+        min_severity=min_severity,
+        seen=SLACK_SEEN if seen is None else seen,
+        channel="slack",
+    )
+
+
+def handle_sns_for_pagerduty(
+    records: Iterable[Mapping[str, Any]],
+    send: Callable[[Notification], None],
+    min_severity: Severity = Severity.WARNING,
+) -> list[Outcome]:
+    """The PagerDuty subscriber: idempotent through dedup_key; resolves always go out."""
+    return handle_records(
+        records, send, min_severity=min_severity, always_resolve=True, channel="pagerduty"
+    )

@@ -1,0 +1,269 @@
+"""SNS fan-out on a moto server over HTTP: publish, receive on an SQS subscription, and let
+the subscriber functions turn the message into Slack and PagerDuty requests."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from chalicelib.cli import make_deps
+from chalicelib.model import Severity
+from chalicelib.notify.base import NotifyError
+from chalicelib.notify.pagerduty import PagerDutyChannel
+from chalicelib.notify.slack import SlackChannel
+from chalicelib.notify.sns import (
+    SNS_MAX_BYTES,
+    SeenIds,
+    SnsPublisher,
+    handle_sns_for_pagerduty,
+    handle_sns_for_slack,
+    publish_request,
+)
+from chalicelib.runner import run_check
+from chalicelib.settings import load_settings
+from tests.conftest import producer
+from tests.integration.test_privacy import ARGS, KWARGS, scan
+from tests.notify.notes import note, oversized
+from tests.notify.recorder import Reply
+from tests.notify.schemas import check_pagerduty, check_slack
+from tests.support import pii_app
+from tests.support.moto_server import REGION, MotoServer
+
+KEY = "R0UT1NGKEY0123456789abcdefabcdef"
+
+
+def aws(server: MotoServer, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=server.endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 2, "mode": "standard"}),
+    )
+
+
+class Topic:
+    def __init__(self, server: MotoServer) -> None:
+        self.sns = aws(server, "sns")
+        self.sqs = aws(server, "sqs")
+        name = "doorman-" + uuid.uuid4().hex[:8]
+        self.arn = self.sns.create_topic(Name=name)["TopicArn"]
+        self.queue_url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        self.sns.subscribe(
+            TopicArn=self.arn,
+            Protocol="sqs",
+            Endpoint=queue_arn,
+            Attributes={"RawMessageDelivery": "false"},
+        )
+
+    def envelopes(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The SNS envelopes (JSON bodies) the subscription received."""
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            got = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            for m in got.get("Messages", []):
+                found.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+            if len(found) < count:
+                time.sleep(0.05)
+        return found
+
+    def close(self) -> None:
+        self.sns.close()
+        self.sqs.close()
+
+
+@pytest.fixture
+def topic(moto_server: MotoServer) -> Iterator[Topic]:
+    t = Topic(moto_server)
+    try:
+        yield t
+    finally:
+        t.close()
+
+
+def lambda_event(envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Records Lambda gets from SNS for the message in ``envelope``."""
+    return [
+        {
+            "EventSource": "aws:sns",
+            "EventVersion": "1.0",
+            "Sns": {
+                "Type": "Notification",
+                "MessageId": envelope["MessageId"],
+                "TopicArn": envelope["TopicArn"],
+                "Subject": envelope.get("Subject"),
+                "Message": envelope["Message"],
+                "Timestamp": envelope["Timestamp"],
+                "MessageAttributes": envelope.get("MessageAttributes", {}),
+            },
+        }
+    ]
+
+
+def planted_notifications(redis_url: str, tmp_path: Any) -> list[Any]:
+    """The notifications of a real check of a cluster with workers down and planted data."""
+    app = producer(redis_url)
+    for _ in range(3):
+        app.process_user.apply_async(ARGS, KWARGS, queue=pii_app.PLANTED_QUEUE)
+    settings = load_settings(
+        environ={},
+        overrides={
+            "redis_url": redis_url,
+            "state_path": str(tmp_path / "state.db"),
+            "hash_secret": "test-secret",
+            "worker_timeout_seconds": 0.5,
+            "monitored_queues": [pii_app.PLANTED_QUEUE],
+        },
+    )
+    deps = make_deps(settings)
+    try:
+        result = run_check(settings, deps)
+    finally:
+        deps.collector.close()
+        deps.store.close()
+    assert [n.type for n in result.notifications] == ["workers_down"]
+    return list(result.notifications)
+
+
+def test_published_notification_reaches_sqs_with_attributes_and_subscribers_send_it(
+    topic, recorder, fast, redis_server, tmp_path
+):
+    (sent,) = planted_notifications(redis_server.url, tmp_path)
+    SnsPublisher(topic.sns, topic.arn).send(sent)
+
+    (envelope,) = topic.envelopes(1)
+    assert envelope["Type"] == "Notification"
+    attrs = envelope["MessageAttributes"]
+    assert {k: (v["Type"], v["Value"]) for k, v in attrs.items()} == {
+        "severity": ("String", "emergency"),
+        "alert_type": ("String", "workers_down"),
+        "target": ("String", "default"),
+        "action": ("String", "trigger"),
+    }
+    assert envelope["Subject"].startswith("[Doorman] EMERGENCY")
+    doc = json.loads(envelope["Message"])  # the ``default`` message: the alert document
+    assert doc["id"] == sent.id and doc["key"] == "workers_down:default"
+
+    slack = recorder(default=Reply(200, b"ok"))
+    pd = recorder(default=Reply(202, b"{}"))
+    records = lambda_event(envelope)
+    seen = SeenIds()
+    slack_send = SlackChannel(slack.url, fast).send
+    pd_send = PagerDutyChannel(KEY, pd.url, fast).send
+    assert [
+        o.status for o in handle_sns_for_slack(records, slack_send, Severity.WARNING, seen=seen)
+    ] == ["sent"]
+    assert [o.status for o in handle_sns_for_pagerduty(records, pd_send, Severity.CRITICAL)] == [
+        "sent"
+    ]
+    check_slack(slack.bodies()[0])
+    check_pagerduty(pd.bodies()[0], KEY)
+    assert pd.bodies()[0]["dedup_key"] == "workers_down:default"
+
+    # Delivered twice (SNS is at-least-once): Slack posts once, PagerDuty dedups by key.
+    assert [
+        o.status for o in handle_sns_for_slack(records, slack_send, Severity.WARNING, seen=seen)
+    ] == ["duplicate"]
+    handle_sns_for_pagerduty(records, pd_send, Severity.CRITICAL)
+    assert len(slack.requests) == 1
+    assert [b["dedup_key"] for b in pd.bodies()] == ["workers_down:default"] * 2
+
+    blobs = {"envelope": json.dumps(envelope).encode()}
+    blobs |= {f"slack{i}": r.body for i, r in enumerate(slack.requests)}
+    blobs |= {f"pd{i}": r.body for i, r in enumerate(pd.requests)}
+    assert scan(blobs) == []
+
+
+def test_minimum_severity_is_checked_in_code_and_resolves_always_reach_pagerduty(
+    topic, recorder, fast
+):
+    publisher = SnsPublisher(topic.sns, topic.arn)
+    warning = note(type="queue_growing", severity=Severity.WARNING)
+    publisher.send(warning)
+    publisher.send(note("resolve", type="queue_growing", severity=Severity.WARNING, at=2e9))
+    envelopes = sorted(topic.envelopes(2), key=lambda e: json.loads(e["Message"])["at"])
+    records = [r for e in envelopes for r in lambda_event(e)]
+
+    slack = recorder(default=Reply(200, b"ok"))
+    pd = recorder(default=Reply(202, b"{}"))
+    slack_out = handle_sns_for_slack(
+        records, SlackChannel(slack.url, fast).send, Severity.CRITICAL, seen=SeenIds()
+    )
+    pd_out = handle_sns_for_pagerduty(
+        records, PagerDutyChannel(KEY, pd.url, fast).send, Severity.CRITICAL
+    )
+    assert [o.status for o in slack_out] == ["skipped", "skipped"]
+    assert [o.status for o in pd_out] == ["skipped", "sent"]
+    assert slack.requests == []
+    assert [b["event_action"] for b in pd.bodies()] == ["resolve"]
+
+
+def test_slack_resolved_message_through_sns(topic, recorder, fast):
+    SnsPublisher(topic.sns, topic.arn).send(note("resolve"))
+    slack = recorder(default=Reply(200, b"ok"))
+    handle_sns_for_slack(
+        lambda_event(topic.envelopes(1)[0]), SlackChannel(slack.url, fast).send, seen=SeenIds()
+    )
+    (message,) = slack.bodies()
+    check_slack(message)
+    assert message["blocks"][0]["text"]["text"].startswith("✅ Resolved")
+
+
+def test_oversized_notification_is_cut_under_the_sns_limit_and_published(topic):
+    request = publish_request(oversized(), topic.arn)
+    assert len(request["Message"].encode()) < SNS_MAX_BYTES
+    assert len(request["Subject"]) <= 99
+    SnsPublisher(topic.sns, topic.arn).send(oversized())
+    (envelope,) = topic.envelopes(1)
+    doc = json.loads(envelope["Message"])
+    assert doc["details"]["truncated"] is True
+
+
+def test_transient_failure_is_raised_for_a_retry_and_permanent_is_dropped(recorder, fast, topic):
+    SnsPublisher(topic.sns, topic.arn).send(note())
+    records = lambda_event(topic.envelopes(1)[0])
+    gone = recorder(default=Reply(404, b"no_service"))
+    assert [
+        o.status
+        for o in handle_sns_for_slack(records, SlackChannel(gone.url, fast).send, seen=SeenIds())
+    ] == ["failed"]
+    assert len(gone.requests) == 1
+    flaky = recorder(default=Reply(200, b"ok")).script(*[Reply(500)] * fast.max_attempts)
+    seen = SeenIds()
+    with pytest.raises(NotifyError):
+        handle_sns_for_slack(records, SlackChannel(flaky.url, fast).send, seen=seen)
+    # Lambda retries the invocation; this time it goes through.
+    assert [
+        o.status
+        for o in handle_sns_for_slack(records, SlackChannel(flaky.url, fast).send, seen=seen)
+    ] == ["sent"]
+
+
+def test_a_malformed_record_is_skipped():
+    out = handle_sns_for_pagerduty([{"Sns": {"Message": "not json"}}, {"nope": 1}], lambda n: None)
+    assert [o.status for o in out] == ["invalid", "invalid"]
+
+
+def test_a_missing_topic_is_a_permanent_publish_error(moto_server):
+    sns = aws(moto_server, "sns")
+    try:
+        with pytest.raises(NotifyError) as info:
+            SnsPublisher(sns, f"arn:aws:sns:{REGION}:123456789012:missing").send(note())
+        assert info.value.permanent
+    finally:
+        sns.close()
