@@ -83,6 +83,9 @@ class _ReadOnlyStore:
     def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
         return None
 
+    def mark_channel(self, item: OutboxItem, channel: str) -> None:
+        return None
+
     def add_silence(self, silence: Silence) -> None:
         raise StateError("the audit does not write the state")
 

@@ -104,8 +104,9 @@ def deliver_outbox(
     done: list[OutboxItem] = []
     for item in items:
         settled = True
+        took: list[str] = []  # channels settled for this item in this round
         for name, send in channels:
-            if (item.id, name) in memo:
+            if (item.id, name) in memo or name in item.channels_done:
                 continue
             if name in down:
                 settled = False
@@ -116,6 +117,7 @@ def deliver_outbox(
             except Skipped:
                 results.append(Delivery(item.id, name, True, skipped=True))
                 memo.add(item.id, name)
+                took.append(name)
                 continue
             except Exception as exc:  # one broken channel never stops the others
                 text, permanent = _error_text(exc)
@@ -123,6 +125,7 @@ def deliver_outbox(
                 if permanent:
                     log.error("delivery to %s failed permanently: %s", name, text)
                     memo.add(item.id, name)
+                    took.append(name)
                 else:
                     log.error("delivery to %s failed, retried next check: %s", name, text)
                     down[name] = text
@@ -130,11 +133,20 @@ def deliver_outbox(
                 continue
             results.append(Delivery(item.id, name, True))
             memo.add(item.id, name)
+            took.append(name)
         if not settled and now() - item.created_at > max_age:
             log.error("giving up a notification unsent for %.0f s", now() - item.created_at)
             settled = True
         if settled:
             done.append(item)
+        else:
+            # Still owed to a channel that is down: remember who already has it, so a later
+            # check (another process, too) does not send it to them again.
+            for name in took:
+                try:
+                    store.mark_channel(item, name)
+                except StateError as exc:
+                    log.error("could not record delivery to %s: %s", name, type(exc).__name__)
     if done:
         try:
             store.mark_delivered(done, now())

@@ -159,6 +159,7 @@ class OutboxItem:
     target: str
     created_at: float
     notification: Notification
+    channels_done: frozenset[str] = frozenset()  # channels that already took (or refused) it
 
 
 class StateStore(Protocol):
@@ -193,6 +194,11 @@ class StateStore(Protocol):
         ``mark_delivered`` also takes the OutboxItems themselves, and it raises StateError for
         an id it cannot locate. Raises StateError when the store cannot be written.
         """
+        ...
+
+    def mark_channel(self, item: OutboxItem, channel: str) -> None:
+        """Record that ``channel`` took (or refused for good) ``item``, which stays queued for
+        the channels still owed it: the next check does not send it twice to this one."""
         ...
 
     def add_silence(self, silence: Silence) -> None: ...

@@ -318,7 +318,8 @@ class DynamoStore:
             except (TypeError, ValueError, KeyError):
                 continue  # an item this version cannot read is left for a human to look at
             self._outbox_keys[note.id] = _key(_text(item, "pk") or "", _text(item, "sk") or "")
-            found.append(OutboxItem(note.id, target, created_at, note))
+            done = frozenset(item.get("channels", {}).get("SS", []))
+            found.append(OutboxItem(note.id, target, created_at, note, done))
         return found
 
     def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
@@ -351,6 +352,22 @@ class DynamoStore:
                 f"DynamoDB table {self.table_name}: cannot mark {unknown} notification(s)"
                 " delivered: their ids were not read by this store (pass the OutboxItems)"
             )
+
+    def mark_channel(self, item: OutboxItem, channel: str) -> None:
+        key = _key(_target_pk(item.target), _outbox_sk(item.created_at, item.id))
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key=key,
+                UpdateExpression="ADD channels :c",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(delivered_at)",
+                ExpressionAttributeValues={":c": {"SS": [channel]}},
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":  # gone or done already
+                raise self._error("UpdateItem", exc) from None
+        except BotoCoreError as exc:
+            raise self._error("UpdateItem", exc) from None
 
     # --- silences ----------------------------------------------------------------------------
 

@@ -172,7 +172,7 @@ class SqliteStore:
         conn = self._connect()
         try:
             rows = conn.execute(
-                "SELECT id, target, created_at, body FROM outbox"
+                "SELECT id, target, created_at, body, channels FROM outbox"
                 " WHERE target = ? AND delivered_at IS NULL ORDER BY created_at, id LIMIT ?",
                 (target, limit),
             ).fetchall()
@@ -184,7 +184,8 @@ class SqliteStore:
                 notification = Notification.from_json(json.loads(row[3]))
             except (TypeError, ValueError, KeyError):
                 continue  # a row this version cannot read is left for a human to look at
-            items.append(OutboxItem(row[0], row[1], float(row[2]), notification))
+            done = frozenset(c for c in (row[4] or "").split(",") if c)
+            items.append(OutboxItem(row[0], row[1], float(row[2]), notification, done))
         return items
 
     def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
@@ -193,6 +194,17 @@ class SqliteStore:
             conn.executemany(
                 "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
                 [(now, i.id if isinstance(i, OutboxItem) else i) for i in ids],
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
+
+    def mark_channel(self, item: OutboxItem, channel: str) -> None:
+        done = ",".join(sorted({*item.channels_done, channel}))
+        conn = self._connect()
+        try:
+            conn.execute(
+                "UPDATE outbox SET channels = ? WHERE id = ? AND delivered_at IS NULL",
+                (done, item.id),
             )
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
@@ -248,8 +260,11 @@ def _create_tables(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS outbox ("
         " id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at REAL NOT NULL,"
-        " body TEXT NOT NULL, expires_at REAL NOT NULL, delivered_at REAL)"
+        " body TEXT NOT NULL, expires_at REAL NOT NULL, delivered_at REAL, channels TEXT)"
     )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    if "channels" not in columns:  # a state file written before per-channel marks
+        conn.execute("ALTER TABLE outbox ADD COLUMN channels TEXT")
     conn.execute(
         "CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL,"
         " body TEXT NOT NULL)"

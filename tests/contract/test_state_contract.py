@@ -200,6 +200,22 @@ def test_the_same_notification_is_queued_once(backend):
         assert delivered["delivered_at"]["N"] == "2000"  # kept, not reset by the second queueing
 
 
+def test_channels_that_took_an_item_are_remembered_until_it_is_delivered(backend):
+    store = backend.open()
+    queued = note(f"workers_down:{T}", NOW)
+    store.commit(T, TargetState(), 0, [queued])
+    (item,) = store.undelivered(T)
+    assert item.channels_done == frozenset()
+    store.mark_channel(item, "slack")
+    (again,) = backend.open().undelivered(T)  # a later check, another process
+    assert again.channels_done == frozenset({"slack"})
+    store.mark_channel(again, "console")
+    (third,) = backend.open().undelivered(T)
+    assert third.channels_done == frozenset({"slack", "console"})
+    store.mark_delivered([third], NOW)
+    assert backend.open().undelivered(T) == []
+
+
 def test_silences_add_list_remove(backend):
     store = backend.open()
     now = time.time()

@@ -83,6 +83,28 @@ def test_transient_failure_keeps_the_item_and_retries_only_that_channel(store, r
     assert store.undelivered(TARGET) == []
 
 
+def test_a_later_process_does_not_resend_to_a_channel_that_already_took_it(
+    store, recorder, fast, tmp_path
+):
+    """``doorman check --once`` from cron: each run is a new process with an empty memory."""
+    slack = recorder(default=Reply(200, b"ok"))
+    pd = recorder(default=Reply(202, b"{}")).script(*[Reply(503)] * fast.max_attempts)
+    queue(store, note())
+    channels = [
+        ("slack", SlackChannel(slack.url, fast).send),
+        ("pagerduty", PagerDutyChannel(KEY, pd.url, fast).send),
+    ]
+    deliver_outbox(store, TARGET, channels, log_=DeliveryLog())
+    later = SqliteStore(store.path)  # the next run's own store and memory
+    try:
+        second = deliver_outbox(later, TARGET, channels, log_=DeliveryLog())
+    finally:
+        later.close()
+    assert [(r.channel, r.ok) for r in second] == [("pagerduty", True)]
+    assert len(slack.requests) == 1
+    assert store.undelivered(TARGET) == []
+
+
 def test_a_channel_down_is_not_tried_again_in_the_same_round(store, recorder, fast):
     pd = recorder(default=Reply(500))
     queue(store, note(), note("resolve", at=NOW + 60))
