@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install redis-server demo test check bench faults clean
+.PHONY: install redis-server demo test check bench faults clean dashboard
 
 install: $(STAMP) redis-server
 
@@ -33,6 +33,10 @@ check: install
 
 bench: install
 	$(PY) bench/run.py
+
+# Regenerate the CloudWatch dashboard in infra/doorman.yaml from the metric catalogue.
+dashboard: install
+	$(PY) -m chalicelib.dashboard --write
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -4,36 +4,171 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Chalice  # type: ignore[attr-defined]
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer  # type: ignore[attr-defined]
+
+from chalicelib.settings import event_sources
 
 app = Chalice(app_name="doorman", configure_logs=False)
+logger = Logger(service="doorman")  # the "doorman" logger chalicelib writes to, as JSON
+metrics = Metrics(namespace="Doorman", service="doorman")
 
-_deps: dict[str, Any] = {}
+_CORRELATION = {
+    "scheduled": "id",
+    "dynamodb": "Records[0].eventID",
+    "sns": "Records[0].Sns.MessageId",
+    "http": correlation_paths.API_GATEWAY_REST,
+}
+for _kind, _path in _CORRELATION.items():
+    app.register_middleware(
+        ConvertToMiddleware(logger.inject_lambda_context(correlation_id_path=_path)), _kind
+    )
+for _kind in ("dynamodb", "sns"):  # the check's metrics are EMF lines of chalicelib.metrics
+    app.register_middleware(ConvertToMiddleware(metrics.log_metrics), _kind)
+
+_SOURCES = event_sources()
+# Clients, settings and targets, built on first use and kept by warm invocations.
+_cache: dict[str, Any] = {}
 
 
-def _check_deps() -> tuple[Any, Any]:
-    """Settings and collector, built once per container and reused by warm invocations."""
-    if "settings" not in _deps:
-        from chalicelib.collect import Collector
-        from chalicelib.runner import Deps
-        from chalicelib.sanitize import Hasher
-        from chalicelib.settings import ConfigError, load_settings
+def reset() -> None:
+    """Forget every cached client, setting and target connection (a new configuration)."""
+    for slot in _cache.get("slots", {}).values():
+        slot.close()
+    _cache.clear()
 
-        settings = load_settings()
-        if not settings.hash_secret:
-            raise ConfigError("hash_secret: DOORMAN_HASH_SECRET must be set in Lambda")
-        _deps["settings"] = settings
-        _deps["deps"] = Deps(
-            collector=Collector(settings), store=None, hasher=Hasher(settings.hash_secret)
-        )
-    return _deps["settings"], _deps["deps"]
+
+def _cached(name: str, build: Any) -> Any:
+    if name not in _cache:
+        _cache[name] = build()
+    return _cache[name]
+
+
+def _client(service: str) -> Any:
+    from chalicelib.serverless import aws_client
+
+    return _cached(f"client:{service}", lambda: aws_client(service))
+
+
+def _settings() -> Any:
+    from chalicelib.settings import load_settings
+
+    return _cached("settings", load_settings)
+
+
+def _ssm() -> Any:
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    return _cached("ssm", lambda: SSMProvider(boto3_client=_client("ssm")))
+
+
+def _store() -> Any:
+    from chalicelib.settings import ConfigError
+    from chalicelib.state.dynamodb import DynamoStore
+
+    table = _settings().table_name
+    if not table:
+        raise ConfigError("table_name: DOORMAN_TABLE must be set in Lambda")
+    return _cached("store", lambda: DynamoStore(table, _client("dynamodb")))
+
+
+def _targets() -> Any:
+    from chalicelib.settings import load_targets
+
+    return _cached("targets", load_targets)
+
+
+def _slots() -> Any:
+    from chalicelib.serverless import build_slots, hash_secret
+    from chalicelib.state.dynamodb import DynamoStore
+
+    def build() -> Any:
+        secret = hash_secret(_settings(), provider=_ssm())
+        table = _store().table_name  # each target gets a store of its own
+        return build_slots(_targets(), secret, lambda _: DynamoStore(table, _client("dynamodb")))
+
+    return _cached("slots", build)
 
 
 @app.schedule("rate(1 minute)", name="check")
 def check(event: Any) -> dict[str, Any]:
-    """One check of the configured target; returns the check's metrics."""
-    from chalicelib.runner import run_check
+    """One check of every configured target, concurrently; returns a summary per target."""
+    from chalicelib.metrics import emit_metrics
+    from chalicelib.serverless import budget_seconds, run_targets
 
-    settings, deps = _check_deps()
-    result = run_check(settings, deps)
-    return {"target": settings.target, "metrics": result.payload["metrics"]}
+    context = getattr(event, "context", None)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    budget = budget_seconds(_settings().check_budget_seconds, remaining() if remaining else None)
+    outcomes = run_targets(_slots(), budget)
+    for name, result in ((o.target, o.result) for o in outcomes if o.result is not None):
+        critical = _slots()[name].settings.thresholds.critical_queues
+        try:
+            emit_metrics(result.payload, target=name, pinned_queues=critical)
+        except Exception as exc:  # metrics never cost a check its result
+            logger.error("metrics of %s not emitted: %s", name, type(exc).__name__)
+    return {"budget_seconds": round(budget, 3), "targets": [o.summary() for o in outcomes]}
+
+
+@app.on_dynamodb_record(stream_arn=_SOURCES.stream_arn, batch_size=100, name="dispatch")
+def dispatch(event: Any) -> dict[str, Any]:
+    """Publish new outbox items to the SNS topic; failed records are retried by Lambda."""
+    from chalicelib.notify.sns import SnsPublisher
+    from chalicelib.serverless import DispatchFailed, dispatch_records
+    from chalicelib.settings import ConfigError
+
+    settings = _settings()
+    if not settings.topic_arn:
+        raise ConfigError("topic_arn: DOORMAN_TOPIC_ARN must be set in Lambda")
+    publisher = _cached("publisher", lambda: SnsPublisher(_client("sns"), settings.topic_arn))
+    report = dispatch_records(event.to_dict().get("Records", []), publisher.send)
+    counts = {"Dispatched": len(report.published), "DispatchDropped": report.dropped}
+    for name, value in {**counts, "DispatchRetried": len(report.failed)}.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    if report.failed and not settings.dispatch_partial_batch:
+        raise DispatchFailed(f"{len(report.failed)} record(s) not published; batch retried")
+    return report.response()
+
+
+def _secrets(channel: str) -> Any:
+    from chalicelib.notify.secrets import load_channel_secrets
+
+    settings = _settings()
+    # Only this function's own parameter (its IAM policy allows no other). Powertools caches
+    # the value for five minutes inside the provider kept in _cache.
+    slack = settings.slack_url_param if channel == "slack" else None
+    pagerduty = settings.pagerduty_key_param if channel == "pagerduty" else None
+    return load_channel_secrets(slack, pagerduty, provider=_ssm())
+
+
+def _deliver(event: Any, channel: str, deliver: Any) -> dict[str, Any]:
+    outcomes = deliver(event.to_dict().get("Records", []), _settings(), _secrets(channel))
+    sent = sum(1 for o in outcomes if o.status == "sent")
+    metrics.add_dimension(name="channel", value=channel)
+    metrics.add_metric(name="Delivered", unit=MetricUnit.Count, value=sent)
+    return {"outcomes": [{"id": o.id, "status": o.status} for o in outcomes]}
+
+
+@app.on_sns_message(topic=_SOURCES.topic, name="notify_slack")
+def notify_slack(event: Any) -> dict[str, Any]:
+    """Post an alert from the topic to Slack (webhook URL from SSM)."""
+    from chalicelib import serverless
+
+    return _deliver(event, "slack", serverless.notify_slack)
+
+
+@app.on_sns_message(topic=_SOURCES.topic, name="notify_pagerduty")
+def notify_pagerduty(event: Any) -> dict[str, Any]:
+    """Send an alert from the topic to PagerDuty (routing key from SSM)."""
+    from chalicelib import serverless
+
+    return _deliver(event, "pagerduty", serverless.notify_pagerduty)
+
+
+@app.route("/status", methods=["GET"], authorizer=IAMAuthorizer())
+def status() -> dict[str, Any]:
+    """The last sample and firing alerts of every configured target."""
+    from chalicelib.serverless import read_status
+
+    return read_status(_store(), [s.target for s in _targets()])

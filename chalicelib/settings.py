@@ -61,6 +61,15 @@ class Settings:
     pagerduty_min_severity: str = "warning"
     slack_url_param: str | None = None
     pagerduty_key_param: str | None = None
+    # AWS (Lambda): the state table, the alert topic, the hash secret's SSM parameter, the
+    # seconds one target's check may take in a scheduled invocation, and whether the
+    # dispatcher reports partial batch failures (the stream's event source mapping must then
+    # have FunctionResponseTypes=ReportBatchItemFailures) or fails the whole batch.
+    table_name: str | None = None
+    topic_arn: str | None = None
+    hash_secret_param: str | None = None
+    check_budget_seconds: float = 25.0
+    dispatch_partial_batch: bool = False
 
     @property
     def broker_url(self) -> str:
@@ -387,6 +396,41 @@ def _validate_query(scheme: str, query: str) -> None:
 # --- the schema ------------------------------------------------------------------------------
 
 
+def _parse_targets(value: Any) -> tuple[dict[str, Any], ...]:
+    """A list of target mappings (JSON text from the environment), each flattened to dotted
+    keys; the values are parsed by :func:`load_targets` with the shared settings' parsers."""
+    if isinstance(value, str):
+        import json
+
+        if not value.strip():
+            return ()
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("is not valid JSON") from None
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of targets, got {_type_name(value)}")
+    targets: list[dict[str, Any]] = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"item {index}: expected a mapping, got {_type_name(entry)}")
+        flat: dict[str, Any] = {}
+        for key, raw in entry.items():
+            if key == "thresholds" and isinstance(raw, Mapping):
+                flat.update({f"thresholds.{k}": v for k, v in raw.items()})
+            else:
+                flat[str(key)] = raw
+        unknown = sorted(k for k in flat if k not in TARGET_KEYS)
+        if unknown:
+            raise ValueError(f"item {index}: unknown key {_quote(unknown[0])}")
+        if "name" not in flat:
+            raise ValueError(f"item {index}: has no 'name'")
+        targets.append(flat)
+    return tuple(targets)
+
+
 @dataclass(frozen=True)
 class _Field:
     parse: Callable[[Any], Any]
@@ -445,7 +489,34 @@ _FIELDS: dict[str, _Field] = {
         "DOORMAN_PAGERDUTY_KEY_PARAM",
         "SSM SecureString holding the PagerDuty routing key",
     ),
+    "table_name": _Field(_parse_optional_text, "DOORMAN_TABLE", "DynamoDB state table (AWS)"),
+    "topic_arn": _Field(_parse_optional_text, "DOORMAN_TOPIC_ARN", "SNS alert topic (AWS)"),
+    "hash_secret_param": _Field(
+        _parse_optional_text, "DOORMAN_HASH_SECRET_PARAM", "SSM SecureString with the hash secret"
+    ),
+    "check_budget_seconds": _Field(
+        _parse_positive_seconds, "DOORMAN_CHECK_BUDGET", "seconds one target's check may take"
+    ),
+    "dispatch_partial_batch": _Field(
+        _parse_bool, "DOORMAN_DISPATCH_PARTIAL_BATCH", "report partial stream batch failures"
+    ),
+    "targets": _Field(_parse_targets, "DOORMAN_TARGETS", "clusters checked by one Lambda (JSON)"),
 }
+
+# What one entry of ``targets`` may set; everything else comes from the shared settings.
+TARGET_KEYS = frozenset(
+    {
+        "name",
+        "redis_url",
+        "celery_broker_url",
+        "monitored_queues",
+        "global_keyprefix",
+        "thresholds.max_queue_size",
+        "thresholds.max_wait_time_seconds",
+        "thresholds.max_task_runtime_seconds",
+        "thresholds.critical_queues",
+    }
+)
 
 CONFIG_ENV = "DOORMAN_CONFIG"
 
@@ -533,6 +604,18 @@ def load_settings(
     ``overrides`` maps config keys (dotted) to values given on the command line; a key whose
     value is None is not overriding. Raises ConfigError naming the key on any invalid value.
     """
+    values = _values(config_path=config_path, environ=environ, overrides=overrides)
+    values.pop("targets", None)  # the command line checks one target; see load_targets
+    return _build(values)
+
+
+def _values(
+    *,
+    config_path: str | None,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Every key set by a layer, parsed: the winning value of each."""
     env = os.environ if environ is None else environ
     # Each key's raw value and where it came from; a higher layer replaces a lower one, and
     # only the value that wins is parsed (a bad value that is overridden is no error).
@@ -561,7 +644,39 @@ def load_settings(
         flag = FLAGS.get(key, "--" + key.replace("_", "-").replace(".", "-"))
         raw_values[key] = (raw, f"{flag} ({key})")
 
-    return _build({key: _convert(key, raw, where) for key, (raw, where) in raw_values.items()})
+    values = {key: _convert(key, raw, where) for key, (raw, where) in raw_values.items()}
+    return values
+
+
+def load_targets(
+    *,
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[Settings]:
+    """The Settings of every target to check: one per entry of ``targets`` (config file key,
+    or ``DOORMAN_TARGETS`` as JSON), each entry's keys over the shared settings; without a
+    list, the one target :func:`load_settings` describes. Raises ConfigError naming the entry
+    and key."""
+    values = _values(config_path=config_path, environ=environ, overrides=overrides)
+    entries: tuple[dict[str, Any], ...] = values.pop("targets", ())
+    if not entries:
+        return [_build(values)]
+    found: list[Settings] = []
+    names: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"targets[{index}]"
+        name = _convert("target", entry["name"], f"{where}.name")
+        if name in names:
+            raise ConfigError(f"{where}.name: target {_show(name)} is listed twice")
+        names.add(name)
+        own = {
+            key: _convert(key, raw, f"{where} ({name}).{key}")
+            for key, raw in entry.items()
+            if key != "name"
+        }
+        found.append(_build({**values, **own, "target": name}))
+    return found
 
 
 def _convert(key: str, raw: Any, where: str) -> Any:
@@ -587,3 +702,27 @@ def _build(values: Mapping[str, Any]) -> Settings:
     if settings.redis_timeout_seconds > 30:
         raise ConfigError("redis_timeout_seconds: must be at most 30 seconds")
     return settings
+
+
+# --- deployment wiring -------------------------------------------------------------------------
+
+DEFAULT_TOPIC_NAME = "doorman-alerts"
+# A stream ARN that AWS rejects: deploying without DOORMAN_STREAM_ARN fails loudly.
+UNSET_STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/doorman-unset/stream/unset"
+
+
+@dataclass(frozen=True)
+class EventSources:
+    """What Chalice's decorators subscribe to, fixed when ``app.py`` is imported (at deploy,
+    from the deployer's environment; at run time the values are not used)."""
+
+    stream_arn: str
+    topic: str
+
+
+def event_sources(environ: Mapping[str, str] | None = None) -> EventSources:
+    env = os.environ if environ is None else environ
+    return EventSources(
+        stream_arn=env.get("DOORMAN_STREAM_ARN") or UNSET_STREAM_ARN,
+        topic=env.get("DOORMAN_SNS_TOPIC") or DEFAULT_TOPIC_NAME,
+    )
