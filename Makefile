@@ -31,6 +31,10 @@ check: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The fault matrix: each fault injected for real, then a summary (alerts lost and duplicates must be 0).
+faults: install
+	$(PY) -m pytest -q tests/faults
+
 bench: install
 	$(PY) bench/run.py
 

@@ -37,6 +37,7 @@ class Collector:
         self._redis = RedisProbe(
             self._client, keyprefix=settings.global_keyprefix, max_queues=settings.max_queues
         )
+        self._tls = settings.broker_url.lower().startswith("rediss://")
         self._detail: dict[str, WorkerRaw] = {}
         self._detail_at: float | None = None
         self._workers = WorkerProbe(
@@ -111,7 +112,7 @@ class Collector:
                 target=settings.target,
                 taken_at=now,
                 redis_ok=False,
-                errors=(describe_error(exc, settings.redis_timeout_seconds),),
+                errors=(describe_error(exc, settings.redis_timeout_seconds, tls=self._tls),),
                 duration_ms=_ms(started),
                 phase_ms=phases,
             )
@@ -142,7 +143,7 @@ class Collector:
                 extra = self._redis.collect(missing, now, vt)
                 queues = queues + tuple(q for q in extra.queues if q.name in missing)
             except (redis.RedisError, OSError) as exc:
-                errors.append(describe_error(exc, settings.redis_timeout_seconds))
+                errors.append(describe_error(exc, settings.redis_timeout_seconds, tls=self._tls))
 
         return Snapshot(
             target=settings.target,

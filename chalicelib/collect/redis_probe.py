@@ -46,8 +46,25 @@ def connect(url: str, timeout: float) -> redis.Redis[bytes]:
     )
 
 
-def describe_error(exc: BaseException, timeout: float) -> ProbeError:
-    """Turn a redis-py/socket error into a ProbeError that names the cause, never a secret."""
+def describe_error(exc: BaseException, timeout: float, *, tls: bool = False) -> ProbeError:
+    """Turn a redis-py/socket error into a ProbeError that names the cause, never a secret.
+
+    ``tls``: the URL asked for TLS. A server that does not speak it leaves the handshake
+    hanging (a timeout) or closes the connection, and the cause to name is then TLS.
+    """
+    found = _describe_error(exc, timeout)
+    if (
+        tls
+        and found.kind in {"timeout", "not_redis", "connection_failed"}
+        and not isinstance(exc, redis.AuthenticationError)
+    ):
+        return ProbeError(
+            "redis", "tls", f"no TLS handshake within {timeout:g} s (is the server TLS-enabled?)"
+        )
+    return found
+
+
+def _describe_error(exc: BaseException, timeout: float) -> ProbeError:
     text = str(exc).lower()
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, redis.AuthenticationError) or any(

@@ -258,6 +258,9 @@ class WorkerProbe:
                 "unacked_index_key": _DECOY_PREFIX + "unacked_index",
                 "unacked_mutex_key": _DECOY_PREFIX + "unacked_mutex",
                 "visibility_timeout": 10 * 365 * 86400,
+                # Sets kombu's BRPOP timeout: closing a connection whose reply wait timed out
+                # reads the pending BRPOP first, so this bounds that close.
+                "polling_interval": 0.1,
             }
             if self._keyprefix:
                 options["global_keyprefix"] = self._keyprefix
@@ -293,8 +296,11 @@ class WorkerProbe:
                     if isinstance(hostname, str):
                         on_reply(hostname, value)
 
-        with _exclusive(self._broker_url, timeout):
-            self._celery().control.broadcast(
+        app = self._celery()
+        # A connection of its own for the same reason as in _multicast: a broadcast that
+        # waited out its timeout leaves a BRPOP in flight on the connection it used.
+        with _exclusive(self._broker_url, timeout), app.connection_for_write() as conn:
+            app.control.broadcast(
                 command,
                 arguments=arguments,
                 destination=destination,
@@ -302,6 +308,7 @@ class WorkerProbe:
                 timeout=timeout,
                 callback=callback,
                 limit=len(destination) if destination else None,
+                connection=conn,
             )
 
     def probe(
@@ -436,23 +443,16 @@ class WorkerProbe:
         from kombu import messaging
 
         app = self._celery()
-        # A pooled connection: its channel and Redis clients are reused across checks.
-        with _exclusive(self._broker_url, timeout), app.connection_or_acquire() as conn:
+        # A connection of its own, closed at the end. A pooled one would go back to the pool
+        # with a BRPOP still in flight when a worker did not answer, and the next exchange on
+        # it would wait on that stale read and hear nobody.
+        with _exclusive(self._broker_url, timeout), app.connection_for_write() as conn:
             mailbox = app.control.mailbox(conn)
             channel = conn.default_channel
             routes: dict[str, Callable[[str, Any], None]] = {}
-            for command, on_reply in commands:
-                ticket = uuid.uuid4().hex
+            tickets = [(uuid.uuid4().hex, command, on_reply) for command, on_reply in commands]
+            for ticket, _command, on_reply in tickets:
                 routes[ticket] = on_reply
-                mailbox._publish(
-                    command,
-                    {},
-                    destination=destination,
-                    reply_ticket=ticket,
-                    channel=channel,
-                    timeout=timeout,
-                    serializer=mailbox.serializer,
-                )
             expected = len(destination) * len(commands)
             received = 0
 
@@ -467,12 +467,25 @@ class WorkerProbe:
                         on_reply(hostname, value)
 
             queue = mailbox.reply_queue
+            # The consumer declares the reply queue and its binding afresh, and it must do so
+            # before anything is published: the previous exchange deleted them, and a reply
+            # that arrives while no binding routes it is dropped by the broker.
             consumer_class: Any = messaging.Consumer  # kombu is only partly typed
             consumer = consumer_class(channel, [queue], accept=mailbox.accept, no_ack=True)
             consumer.register_callback(on_message)
             deadline = time.monotonic() + timeout
             try:
                 with consumer:
+                    for ticket, command, _on_reply in tickets:
+                        mailbox._publish(
+                            command,
+                            {},
+                            destination=destination,
+                            reply_ticket=ticket,
+                            channel=channel,
+                            timeout=timeout,
+                            serializer=mailbox.serializer,
+                        )
                     while received < expected:
                         left = deadline - time.monotonic()
                         if left <= 0:
