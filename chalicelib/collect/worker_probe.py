@@ -244,6 +244,7 @@ class WorkerProbe:
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._app: Any = None
+        self._conn: Any = None
 
     def _celery(self) -> Any:
         if self._app is None:
@@ -277,6 +278,10 @@ class WorkerProbe:
         return self._app
 
     def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.release()
+            self._conn = None
         if self._app is not None:
             with contextlib.suppress(Exception):  # closing a pool must never fail a check
                 self._app.close()
@@ -438,64 +443,86 @@ class WorkerProbe:
         kombu's own collector handles one ticket at a time (replies to other tickets are set
         aside unreduced), so the replies are consumed here and routed by their ticket.
         """
+        app = self._celery()
+        # A connection of the probe's own (not kombu's shared pool), kept only after a clean
+        # round: a round whose wait timed out leaves a BRPOP in flight on it, and the next
+        # exchange on that connection would wait on the stale read and hear nobody.
+        with _exclusive(self._broker_url, timeout):
+            conn = self._conn if self._conn is not None else app.connection_for_write()
+            self._conn = None
+            clean = False
+            try:
+                clean = self._round(conn, commands, destination, timeout)
+            finally:
+                if clean:
+                    self._conn = conn
+                else:
+                    with contextlib.suppress(Exception):
+                        conn.release()
+
+    def _round(
+        self,
+        conn: Any,
+        commands: list[tuple[str, Callable[[str, Any], None]]],
+        destination: list[str],
+        timeout: float,
+    ) -> bool:
+        """Publish every command and collect; True when every expected reply arrived."""
         import uuid
 
         from kombu import messaging
 
         app = self._celery()
-        # A connection of its own, closed at the end. A pooled one would go back to the pool
-        # with a BRPOP still in flight when a worker did not answer, and the next exchange on
-        # it would wait on that stale read and hear nobody.
-        with _exclusive(self._broker_url, timeout), app.connection_for_write() as conn:
-            mailbox = app.control.mailbox(conn)
-            channel = conn.default_channel
-            routes: dict[str, Callable[[str, Any], None]] = {}
-            tickets = [(uuid.uuid4().hex, command, on_reply) for command, on_reply in commands]
-            for ticket, _command, on_reply in tickets:
-                routes[ticket] = on_reply
-            expected = len(destination) * len(commands)
-            received = 0
+        mailbox = app.control.mailbox(conn)
+        channel = conn.default_channel
+        routes: dict[str, Callable[[str, Any], None]] = {}
+        tickets = [(uuid.uuid4().hex, command, on_reply) for command, on_reply in commands]
+        for ticket, _command, on_reply in tickets:
+            routes[ticket] = on_reply
+        expected = len(destination) * len(commands)
+        received = 0
 
-            def on_message(body: Any, message: Any) -> None:
-                nonlocal received
-                on_reply = routes.get(message.headers.get("ticket"))
-                if on_reply is None or not isinstance(body, dict):
-                    return
-                received += 1
-                for hostname, value in body.items():
-                    if isinstance(hostname, str):
-                        on_reply(hostname, value)
+        def on_message(body: Any, message: Any) -> None:
+            nonlocal received
+            on_reply = routes.get(message.headers.get("ticket"))
+            if on_reply is None or not isinstance(body, dict):
+                return
+            received += 1
+            for hostname, value in body.items():
+                if isinstance(hostname, str):
+                    on_reply(hostname, value)
 
-            queue = mailbox.reply_queue
-            # The consumer declares the reply queue and its binding afresh, and it must do so
-            # before anything is published: the previous exchange deleted them, and a reply
-            # that arrives while no binding routes it is dropped by the broker.
-            consumer_class: Any = messaging.Consumer  # kombu is only partly typed
-            consumer = consumer_class(channel, [queue], accept=mailbox.accept, no_ack=True)
-            consumer.register_callback(on_message)
-            deadline = time.monotonic() + timeout
-            try:
-                with consumer:
-                    for ticket, command, _on_reply in tickets:
-                        mailbox._publish(
-                            command,
-                            {},
-                            destination=destination,
-                            reply_ticket=ticket,
-                            channel=channel,
-                            timeout=timeout,
-                            serializer=mailbox.serializer,
-                        )
-                    while received < expected:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        try:
-                            conn.drain_events(timeout=left)
-                        except TimeoutError:
-                            break
-            finally:
-                channel.after_reply_message_received(queue.name)
+        queue = mailbox.reply_queue
+        # The consumer declares the reply queue and its binding afresh, and it must do so
+        # before anything is published: the previous exchange deleted them, and a reply
+        # that arrives while no binding routes it is dropped by the broker.
+        consumer_class: Any = messaging.Consumer  # kombu is only partly typed
+        consumer = consumer_class(channel, [queue], accept=mailbox.accept, no_ack=True)
+        consumer.register_callback(on_message)
+        deadline = time.monotonic() + timeout
+        try:
+            with consumer:
+                for ticket, command, _on_reply in tickets:
+                    mailbox._publish(
+                        command,
+                        {},
+                        destination=destination,
+                        reply_ticket=ticket,
+                        channel=channel,
+                        timeout=timeout,
+                        serializer=mailbox.serializer,
+                    )
+                while received < expected:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        conn.drain_events(timeout=left)
+                    except TimeoutError:
+                        break
+        finally:
+            channel.after_reply_message_received(queue.name)
+        return received >= expected
 
 
 class RemoteControlBusy(Exception):

@@ -260,3 +260,30 @@ def test_slow_changing_detail_is_reused_between_checks_and_refreshed_on_change(
         assert all("reserved" in x.answered for x in again.workers if x.status == "online")
     finally:
         collector.close()
+
+
+def test_one_collector_keeps_hearing_live_workers_after_a_round_that_timed_out(
+    redis_server, workers
+):
+    """A reply wait that timed out (a dead worker in the roster) must not leave the next
+    check of the same collector deaf: it once heard nobody every other check."""
+    from chalicelib.collect import Collector, ProbePlan
+    from chalicelib.settings import load_settings
+
+    dead = workers.start("dead@loop")
+    workers.start("live@loop")
+    settings = load_settings(
+        environ={}, overrides={"redis_url": redis_server.url, "worker_timeout_seconds": 0.5}
+    )
+    collector = Collector(settings)
+    try:
+        collector.collect(ProbePlan())
+        dead.kill()
+        statuses = []
+        for _ in range(4):
+            snapshot = collector.collect(ProbePlan())
+            statuses.append({w.hostname: w.status for w in snapshot.workers})
+        assert all(s["live@loop"] == "online" for s in statuses), statuses
+        assert all(s["dead@loop"] == "offline" for s in statuses), statuses
+    finally:
+        collector.close()
