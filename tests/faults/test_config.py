@@ -16,6 +16,13 @@ CASES: dict[str, tuple[str | None, dict[str, str], list[str], str]] = {
     "wrong type": ("thresholds:\n  max_queue_size: many\n", {}, [], "thresholds.max_queue_size"),
     "negative threshold": ("thresholds:\n  max_wait_time_seconds: -2\n", {}, [], "negative"),
     "malformed URL": (None, {}, ["--redis-url", f"redis://:{PASSWORD}@h:port/0"], "redis_url"),
+    "missing required value (empty target name)": (
+        None,
+        {"DOORMAN_TARGET": ""},
+        [],
+        "DOORMAN_TARGET",
+    ),
+    "missing required value (empty Redis URL)": (None, {}, ["--redis-url", ""], "redis_url"),
     "config names a missing file": (
         None,
         {"DOORMAN_CONFIG": "/nonexistent/doorman-fault.yaml"},
