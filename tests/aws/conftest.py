@@ -7,75 +7,30 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from chalicelib.settings import CONFIG_ENV, env_names
 from tests.notify.recorder import Recorder, Reply
-from tests.support.moto_server import REGION, DynamoTable, MotoServer, dynamodb, moto_server
+from tests.support.moto_server import (
+    REGION,
+    DynamoTable,
+    MotoServer,
+    Topic,
+    aws,
+    dynamodb,
+    moto_server,
+)
 
-__all__ = ["dynamodb", "moto_server"]
+__all__ = ["Topic", "aws", "dynamodb", "moto_server"]
 
 SLACK_PATH = "/services/T000/B000/slack-webhook-secret"
 PD_KEY = "R0UT1NGKEY0123456789abcdefabcdef"
 STAGE = "test"
-
-
-def aws(server: MotoServer, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=server.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 2, "mode": "standard"}),
-    )
-
-
-class Topic:
-    """An SNS topic with an SQS subscription that keeps what the topic delivers."""
-
-    def __init__(self, server: MotoServer) -> None:
-        self.sns = aws(server, "sns")
-        self.sqs = aws(server, "sqs")
-        name = "doorman-" + uuid.uuid4().hex[:8]
-        self.arn = self.sns.create_topic(Name=name)["TopicArn"]
-        self.queue_url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-        self.sns.subscribe(TopicArn=self.arn, Protocol="sqs", Endpoint=queue_arn)
-
-    def envelopes(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """The SNS envelopes the subscription received (waits for ``count``, then a moment
-        more so that an extra, unexpected message is seen too)."""
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        settle = None
-        while time.monotonic() < deadline:
-            got = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            )
-            for m in got.get("Messages", []):
-                found.append(json.loads(m["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
-            if len(found) >= count:
-                settle = settle or time.monotonic() + 0.3
-                if time.monotonic() > settle:
-                    break
-            time.sleep(0.05)
-        return found
-
-    def close(self) -> None:
-        self.sns.close()
-        self.sqs.close()
 
 
 class Stream:

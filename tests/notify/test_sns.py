@@ -4,14 +4,10 @@ the subscriber functions turn the message into Slack and PagerDuty requests."""
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from chalicelib.cli import make_deps
 from chalicelib.model import Severity
@@ -34,57 +30,9 @@ from tests.notify.notes import note, oversized
 from tests.notify.recorder import Reply
 from tests.notify.schemas import check_pagerduty, check_slack
 from tests.support import pii_app
-from tests.support.moto_server import REGION, MotoServer
+from tests.support.moto_server import REGION, MotoServer, Topic, aws
 
 KEY = "R0UT1NGKEY0123456789abcdefabcdef"
-
-
-def aws(server: MotoServer, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=server.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 2, "mode": "standard"}),
-    )
-
-
-class Topic:
-    def __init__(self, server: MotoServer) -> None:
-        self.sns = aws(server, "sns")
-        self.sqs = aws(server, "sqs")
-        name = "doorman-" + uuid.uuid4().hex[:8]
-        self.arn = self.sns.create_topic(Name=name)["TopicArn"]
-        self.queue_url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-        self.sns.subscribe(
-            TopicArn=self.arn,
-            Protocol="sqs",
-            Endpoint=queue_arn,
-            Attributes={"RawMessageDelivery": "false"},
-        )
-
-    def envelopes(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """The SNS envelopes (JSON bodies) the subscription received."""
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < count and time.monotonic() < deadline:
-            got = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            )
-            for m in got.get("Messages", []):
-                found.append(json.loads(m["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
-            if len(found) < count:
-                time.sleep(0.05)
-        return found
-
-    def close(self) -> None:
-        self.sns.close()
-        self.sqs.close()
 
 
 @pytest.fixture

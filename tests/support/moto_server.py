@@ -8,7 +8,9 @@ created the way ``infra/`` creates it: ``pk``/``sk`` strings, on demand, a NEW_I
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -132,3 +134,53 @@ def dynamodb(moto_server: MotoServer) -> Iterator[DynamoTable]:
         yield DynamoTable(moto_server, client, name)
     finally:
         client.close()
+
+
+def aws(server: MotoServer, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=server.endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 2, "mode": "standard"}),
+    )
+
+
+class Topic:
+    """An SNS topic with an SQS subscription that keeps what the topic delivers."""
+
+    def __init__(self, server: MotoServer) -> None:
+        self.sns = aws(server, "sns")
+        self.sqs = aws(server, "sqs")
+        name = "doorman-" + uuid.uuid4().hex[:8]
+        self.arn = self.sns.create_topic(Name=name)["TopicArn"]
+        self.queue_url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        self.sns.subscribe(TopicArn=self.arn, Protocol="sqs", Endpoint=queue_arn)
+
+    def envelopes(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The SNS envelopes the subscription received (waits for ``count``, then a moment
+        more so that an extra, unexpected message is seen too)."""
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        settle = None
+        while time.monotonic() < deadline:
+            got = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            for m in got.get("Messages", []):
+                found.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+            if len(found) >= count:
+                settle = settle or time.monotonic() + 0.3
+                if time.monotonic() > settle:
+                    break
+            time.sleep(0.05)
+        return found
+
+    def close(self) -> None:
+        self.sns.close()
+        self.sqs.close()
