@@ -287,3 +287,10 @@ def test_worker_queue_names_use_the_same_collision_suffixes_as_the_queue_list():
     names = [q.name for q in sample.queues]
     assert len(set(names)) == 2 and all(n.startswith("mail-[email]~q-") for n in names)
     assert sorted(sample.workers[0].queues) == sorted(names)
+
+
+def test_an_address_whose_local_part_ends_in_a_hyphen_is_still_scrubbed():
+    # Found by the property test above: the local part may not hold "-" (to keep prefixes
+    # such as "emails-"), so these once came out unchanged.
+    assert scrub("john-@acme.com") == "john-[email]"
+    assert scrub("-@0.aa") == "-[email]"
