@@ -226,38 +226,37 @@ def _no_conf(check_id: str, label: str) -> ConfigCheck:
     return ConfigCheck(check_id, label, UNKNOWN, "no live worker reported its settings")
 
 
-def celery_acks_late(confs: Mapping[str, Conf]) -> ConfigCheck:
-    label = "Celery task_acks_late"
-    values = _values(confs, "task_acks_late")
+def _must_be_true(
+    confs: Mapping[str, Conf], setting: str, label: str, risk: str, fix: str
+) -> ConfigCheck:
+    """A boolean Celery setting that every worker should have on."""
+    check_id = "celery_" + setting.removeprefix("task_")
+    values = _values(confs, setting)
     if not values:
-        return _no_conf("celery_acks_late", label)
+        return _no_conf(check_id, label)
     bad = [h for h, v in values.items() if v is not True]
     if not bad:
-        return ConfigCheck("celery_acks_late", label, OK, "True")
-    return ConfigCheck(
-        "celery_acks_late",
-        label,
-        WARNING,
-        f"False{_on(bad, len(values))}: a task is lost when its worker dies mid-task",
+        return ConfigCheck(check_id, label, OK, "True")
+    return ConfigCheck(check_id, label, WARNING, f"False{_on(bad, len(values))}: {risk}", fix)
+
+
+def celery_acks_late(confs: Mapping[str, Conf]) -> ConfigCheck:
+    return _must_be_true(
+        confs,
+        "task_acks_late",
+        "Celery task_acks_late",
+        "a task is lost when its worker dies mid-task",
         "Set task_acks_late=True in the Celery config (make the tasks idempotent: a task"
         " may then run twice)",
     )
 
 
 def celery_reject_on_worker_lost(confs: Mapping[str, Conf]) -> ConfigCheck:
-    label = "Celery task_reject_on_worker_lost"
-    values = _values(confs, "task_reject_on_worker_lost")
-    if not values:
-        return _no_conf("celery_reject_on_worker_lost", label)
-    bad = [h for h, v in values.items() if v is not True]
-    if not bad:
-        return ConfigCheck("celery_reject_on_worker_lost", label, OK, "True")
-    return ConfigCheck(
-        "celery_reject_on_worker_lost",
-        label,
-        WARNING,
-        f"False{_on(bad, len(values))}: a task whose process is killed is acknowledged and"
-        " silently lost",
+    return _must_be_true(
+        confs,
+        "task_reject_on_worker_lost",
+        "Celery task_reject_on_worker_lost",
+        "a task whose process is killed is acknowledged and silently lost",
         "Set task_reject_on_worker_lost=True (with task_acks_late=True) so the task of a"
         " killed worker process goes back to its queue",
     )

@@ -24,9 +24,10 @@ from tests.support.moto_server import (
     aws,
     dynamodb,
     moto_server,
+    topic,
 )
 
-__all__ = ["Topic", "aws", "dynamodb", "moto_server"]
+__all__ = ["Topic", "aws", "dynamodb", "moto_server", "topic"]
 
 SLACK_PATH = "/services/T000/B000/slack-webhook-secret"
 PD_KEY = "R0UT1NGKEY0123456789abcdefabcdef"
@@ -63,15 +64,6 @@ class Stream:
 
     def close(self) -> None:
         self.client.close()
-
-
-@pytest.fixture
-def topic(moto_server: MotoServer) -> Iterator[Topic]:
-    t = Topic(moto_server)
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ and GET /status from the table.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from chalicelib.embedded import RedisServer
 from tests.aws.conftest import PD_KEY, SLACK_PATH, Stream, Topic
-from tests.conftest import WorkerFactory, producer
+from tests.conftest import WorkerFactory, producer, wait_until
 from tests.integration.test_privacy import ARGS, KWARGS, scan
 from tests.notify.recorder import Recorder
 from tests.notify.schemas import check_pagerduty, check_slack
@@ -25,14 +24,6 @@ from tests.support.moto_server import DynamoTable
 
 TARGET = "e2e"
 CW = {"source": "aws.events", "detail_type": "Scheduled Event", "detail": {}, "resources": []}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def kinds(items: list[dict[str, Any]]) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +62,6 @@ def actions(payload: dict[str, Any]) -> list[tuple[str, str]]:
 
 def error_kinds(payload: dict[str, Any], component: str) -> list[str]:
     return [e["kind"] for e in payload["errors"] if e["component"] == component]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def sqlite_outbox(path: Path) -> list[dict[str, Any]]:

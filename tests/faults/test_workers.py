@@ -8,8 +8,8 @@ from pathlib import Path
 
 from chalicelib.embedded import wait_for_workers
 from chalicelib.sanitize import Hasher
-from tests.conftest import producer
-from tests.faults.helpers import SECRET, alerts, local_check, wait_until
+from tests.conftest import producer, wait_until
+from tests.faults.helpers import SECRET, alerts, local_check
 
 HASHER = Hasher(SECRET)
 

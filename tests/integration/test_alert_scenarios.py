@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from chalicelib.state.sqlite import SqliteStore
-from tests.conftest import parse_one_json, producer, run_cli
+from tests.conftest import parse_one_json, producer, run_cli, wait_until
 
 TARGET = "default"
 
@@ -41,14 +40,6 @@ def enqueue(url: str, n: int, queue: str = "celery") -> None:
     app = producer(url)
     for _ in range(n):
         app.quick.apply_async(queue=queue)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_no_workers_and_empty_queues_is_a_celery_disconnected_warning(redis_server, checker):

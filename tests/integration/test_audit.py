@@ -15,14 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chalicelib.embedded import RedisServer, wait_for_workers
 from chalicelib.sanitize import Hasher
-from tests.conftest import ROOT, WorkerFactory, producer, run_cli
+from tests.conftest import ROOT, WorkerFactory, producer, run_cli, wait_until
 from tests.support import pii_app
 
 SECRET = "test-secret"
@@ -88,14 +88,6 @@ def row(stdout: str, title: str, needle: str) -> str:
     found = [line for line in section(stdout, title).splitlines() if needle in line]
     assert len(found) == 1, (needle, section(stdout, title))
     return found[0]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- the shared healthy cluster --------------------------------------------------------------

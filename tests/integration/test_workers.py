@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from chalicelib.embedded import wait_for_workers
 from chalicelib.sanitize import Hasher
-from tests.conftest import producer
+from tests.conftest import producer, wait_until
 
 HASHER = Hasher("test-secret")  # the checker fixture's hash_secret
 
@@ -29,14 +28,6 @@ def statuses(payload: dict[str, Any]) -> dict[str, str]:
 
 def of_type(payload: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [a for a in payload["anomalies"] if a["type"] == kind]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_healthy_check_with_two_known_workers_does_not_wait_for_a_timeout(

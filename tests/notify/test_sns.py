@@ -4,7 +4,6 @@ the subscriber functions turn the message into Slack and PagerDuty requests."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,18 +29,10 @@ from tests.notify.notes import note, oversized
 from tests.notify.recorder import Reply
 from tests.notify.schemas import check_pagerduty, check_slack
 from tests.support import pii_app
-from tests.support.moto_server import REGION, MotoServer, Topic, aws
+from tests.support.moto_server import REGION, aws
+from tests.support.moto_server import topic as topic  # a fixture, used by name
 
 KEY = "R0UT1NGKEY0123456789abcdefabcdef"
-
-
-@pytest.fixture
-def topic(moto_server: MotoServer) -> Iterator[Topic]:
-    t = Topic(moto_server)
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 def lambda_event(envelope: dict[str, Any]) -> list[dict[str, Any]]:

@@ -184,3 +184,12 @@ class Topic:
     def close(self) -> None:
         self.sns.close()
         self.sqs.close()
+
+
+@pytest.fixture
+def topic(moto_server: MotoServer) -> Iterator[Topic]:
+    t = Topic(moto_server)
+    try:
+        yield t
+    finally:
+        t.close()
