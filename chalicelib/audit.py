@@ -170,7 +170,7 @@ def collect_deep(settings: Settings, sample: Sample, hasher: Hasher) -> DeepData
     return DeepData(config, confs, tuple(errors) + result.errors)
 
 
-def _persistence_config(client: redis.Redis[bytes]) -> dict[str, str] | None:
+def _persistence_config(client: redis.Redis) -> dict[str, str] | None:
     """``save`` and ``appendonly`` when Redis allows CONFIG GET (managed Redis may not)."""
     import redis
 

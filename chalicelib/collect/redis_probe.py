@@ -34,7 +34,7 @@ QUEUES_LUA = _script("queues.lua")
 UNACKED_LUA = _script("unacked.lua")
 
 
-def connect(url: str, timeout: float) -> redis.Redis[bytes]:
+def connect(url: str, timeout: float) -> redis.Redis:
     """A client that fails fast: bounded connect and read timeouts, no retries."""
     return redis.Redis.from_url(
         url,
@@ -115,7 +115,7 @@ class RedisResult:
 class RedisProbe:
     """Reads queues, unacked messages and server health from one Redis."""
 
-    def __init__(self, client: redis.Redis[bytes], *, keyprefix: str = "", max_queues: int = 5000):
+    def __init__(self, client: redis.Redis, *, keyprefix: str = "", max_queues: int = 5000):
         self._client = client
         self._prefix = keyprefix
         self._max_queues = max_queues

@@ -89,7 +89,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def plant_unacked(client: redis.Redis[bytes], app: Any, task_id: str, age: float) -> None:
+def plant_unacked(client: redis.Redis, app: Any, task_id: str, age: float) -> None:
     """An unacked entry (as kombu writes it) holding a real planted message, ``age`` s old."""
     scratch = "scratch-for-unacked"
     app.process_user.apply_async(ARGS, KWARGS, queue=scratch, task_id=task_id)
@@ -223,7 +223,7 @@ def parse_monitor_line(line: bytes) -> tuple[str, list[str]]:
 class CommandLog:
     """MONITOR on a connection of its own, in a thread; ``commands`` as (client, argv)."""
 
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self.commands: list[tuple[str, list[str]]] = []
         self._client = client
         self._marker = f"doorman-test-{time.time_ns()}"
@@ -343,7 +343,7 @@ def recorded_local_ports() -> Iterator[set[int]]:
         socket.socket.connect = original  # type: ignore[method-assign]
 
 
-def fill_broker(url: str, client: redis.Redis[bytes]) -> list[str]:
+def fill_broker(url: str, client: redis.Redis) -> list[str]:
     """Waiting messages (plain and priority), an overdue and a fresh unacked entry."""
     app = producer(url)
     for _ in range(3):
