@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .alerting import Notification, Silence
 from .analyse.deep import ConfigCheck, ConfValue, analyse, fmt_bytes, fmt_seconds
@@ -214,7 +214,10 @@ def run_audit(
         results.append(result)
     taken = tuple(r.sample for r in results)
     last = taken[-1]
-    history = [history_entry(s) for s in taken[:-1] if s.redis_ok]
+    history: list[dict[str, Any]] = []
+    for earlier in taken[:-1]:
+        if earlier.redis_ok:
+            history.append(history_entry(earlier, history))
     trends = compute_trends(history, last)
     findings = tuple(evaluate(last, trends, settings.thresholds))
     checks: tuple[ConfigCheck, ...] | None = None

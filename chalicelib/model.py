@@ -144,7 +144,7 @@ class WorkerRaw:
     uptime_sec: int | None = None
     visibility_timeout_sec: float | None = None
     answered: tuple[str, ...] = ()  # which remote-control commands it answered
-    detail_age_sec: float | None = None  # reserved/scheduled/queues reused from a past check
+    detail_age_sec: float | None = None  # stats/reserved/scheduled/queues from a past check
 
 
 @dataclass(frozen=True)

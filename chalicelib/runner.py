@@ -182,7 +182,11 @@ def run_check(settings: Settings, deps: Deps, *, dry_run: bool = False) -> Check
         silences=silences,
         blind=not sample.redis_ok,
     )
-    history = state.history if not sample.redis_ok else [*state.history, history_entry(sample)]
+    history = (
+        state.history
+        if not sample.redis_ok
+        else [*state.history, history_entry(sample, state.history)]
+    )
     learned_vt = next(
         (w.visibility_timeout_sec for w in snapshot.workers if w.visibility_timeout_sec), None
     )

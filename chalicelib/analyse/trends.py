@@ -7,19 +7,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import Sample
+from ..model import Sample, WorkerSample
 
 HISTORY_LENGTH = 5  # the samples the trend window looks at, no more
 MIN_SAMPLES_FOR_TREND = 3
 WINDOW = HISTORY_LENGTH
 
 
-def history_entry(sample: Sample) -> dict[str, Any]:
+def history_entry(sample: Sample, history: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The compact, sanitized record of one sample that later checks compare against.
 
-    ``w`` keeps, per answering worker, its processed count and uptime: throughput is the sum
-    of what each worker did between two samples, so a worker that skipped a check (or just
-    joined) does not count its whole lifetime again.
+    ``w`` keeps, per answering worker, its last report of completed tasks: ``[total, uptime,
+    reported_at]``, followed by the report before it (``base_total, base_uptime,
+    base_reported_at``) once there is one. Reports come with the worker detail, which is
+    reused between refreshes (``detail_age_sec``): a reused report is carried forward as it
+    was, so throughput is always measured between two real reports of the same worker, and a
+    worker that skipped a check (or just joined) never counts its whole lifetime.
+    ``history`` is the entries before this one, oldest first.
     """
     return {
         "t": sample.timestamp,
@@ -28,11 +32,46 @@ def history_entry(sample: Sample) -> dict[str, Any]:
         "a": sample.total_active,
         "c": sample.total_concurrency,
         "w": {
-            w.id_hash: [w.processed_total, w.uptime_sec]
+            w.id_hash: _report(w.id_hash, w, sample.timestamp, history)
             for w in sample.workers
             if w.status == "online"
         },
     }
+
+
+def _report(
+    worker_id: str, worker: WorkerSample, timestamp: float, history: Sequence[dict[str, Any]]
+) -> list[Any]:
+    previous = _last_report(worker_id, history)
+    if worker.detail_age_sec is not None:  # the counters were reused from an earlier check
+        if previous is not None:
+            return previous
+        at = round(timestamp - worker.detail_age_sec, 3)
+        return [worker.processed_total, worker.uptime_sec, at]
+    current = [worker.processed_total, worker.uptime_sec, timestamp]
+    if previous is not None and previous[2] < timestamp:
+        current += previous[:3]
+    return current
+
+
+def _last_report(worker_id: str, history: Sequence[dict[str, Any]]) -> list[Any] | None:
+    """This worker's report in the newest entry that has one, as ``[total, uptime, at, ...]``.
+
+    Entries written before reports carried their own time (``[total, uptime]``) count as
+    reported at the entry's time. Anything malformed counts as no report.
+    """
+    for entry in reversed(history):
+        workers = entry.get("w")
+        report = workers.get(worker_id) if isinstance(workers, dict) else None
+        if not isinstance(report, list) or len(report) < 2:
+            continue
+        try:
+            at = float(report[2]) if len(report) > 2 else float(entry["t"])
+            int(report[0])
+        except (TypeError, ValueError, KeyError):
+            return None
+        return [report[0], report[1], at, *report[3:6]]
+    return None
 
 
 @dataclass(frozen=True)
@@ -74,18 +113,29 @@ def _done_since(before: Any, now: Any) -> int:
     return max(total, 0) if restarted else total - prev_total
 
 
-def _throughput(entries: Sequence[dict[str, Any]]) -> float | None:
-    if len(entries) < 2:
+def _throughput(entry: dict[str, Any]) -> float | None:
+    """Tasks completed per minute by all workers, each between its last two reports.
+
+    None until some worker has reported twice. A worker that just joined (or came back
+    after a gap longer than the kept history) has no earlier report and counts nothing.
+    """
+    workers = entry.get("w")
+    if not isinstance(workers, dict):
         return None
-    previous, current = entries[-2], entries[-1]
-    elapsed = float(current["t"]) - float(previous["t"])
-    before, now = previous.get("w"), current.get("w")
-    if elapsed <= 0 or not isinstance(before, dict) or not isinstance(now, dict):
-        return None
-    # Only workers seen by both checks count: one that just joined (or came back after a
-    # check it did not answer) has no baseline in this interval.
-    completed = sum(_done_since(before[h], now[h]) for h in now if h in before)
-    return round(completed * 60.0 / elapsed, 2)
+    per_minute = 0.0
+    measured = False
+    for report in workers.values():
+        if not isinstance(report, list) or len(report) < 6:
+            continue
+        try:
+            elapsed = float(report[2]) - float(report[5])
+        except (TypeError, ValueError):
+            continue
+        if elapsed <= 0:
+            continue
+        measured = True
+        per_minute += _done_since(report[3:5], report[0:2]) * 60.0 / elapsed
+    return round(per_minute, 2) if measured else None
 
 
 def compute_trends(history: Sequence[dict[str, Any]], sample: Sample) -> Trends:
@@ -94,7 +144,8 @@ def compute_trends(history: Sequence[dict[str, Any]], sample: Sample) -> Trends:
     A queue is growing when at least three samples are known, its depth never fell over the
     window and it ended higher than it started.
     """
-    entries = [*history, history_entry(sample)][-WINDOW:]
+    current = history_entry(sample, history)
+    entries = [*history, current][-WINDOW:]
     queues: dict[str, QueueTrend] = {}
     for q in sample.queues:
         series = [(float(e["t"]), int(e["q"][q.name])) for e in entries if q.name in e.get("q", {})]
@@ -112,7 +163,7 @@ def compute_trends(history: Sequence[dict[str, Any]], sample: Sample) -> Trends:
             rate_per_min=round(rate, 2),
             growing=growing,
         )
-    return Trends(queues=queues, throughput_per_min=_throughput(entries), samples=len(entries))
+    return Trends(queues=queues, throughput_per_min=_throughput(current), samples=len(entries))
 
 
 def diagnosis(saturation_pct: float, trends: Trends, total_pending: int) -> str:

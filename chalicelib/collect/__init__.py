@@ -48,11 +48,14 @@ class Collector:
         )
 
     def _detail_due(self, now: float, candidates: list[str], overdue: bool) -> bool:
-        """Whether this check asks the slow-changing detail (reserved, scheduled, queues).
+        """Whether this check asks the slow-changing detail as well as ``active``.
 
-        Fresh detail is needed when there is none yet, when the workers changed, when
-        overdue unacked messages must be told apart (held by a live worker or orphaned), and
-        every ``worker_detail_interval_seconds``; between those, the last answers are reused.
+        The detail is pool size, completed-task counters and uptime (``stats``), reserved and
+        scheduled tasks, and the queues each worker consumes. Fresh detail is needed when
+        there is none yet, when the workers changed, when overdue unacked messages must be
+        told apart (held by a live worker or orphaned), and every
+        ``worker_detail_interval_seconds``; between those, the last answers are reused and
+        each worker says how old they are (``detail_age_sec``).
         """
         return (
             overdue
@@ -79,6 +82,12 @@ class Collector:
             merged.append(
                 replace(
                     w,
+                    concurrency=known.concurrency,
+                    pool=known.pool,
+                    processed=known.processed,
+                    prefetch_count=known.prefetch_count,
+                    uptime_sec=known.uptime_sec,
+                    visibility_timeout_sec=known.visibility_timeout_sec,
                     reserved=known.reserved,
                     scheduled=known.scheduled,
                     reserved_ids=known.reserved_ids,

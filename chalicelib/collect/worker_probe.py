@@ -125,13 +125,13 @@ def reduce_active_queues(reply: Any, into: _Reduced) -> None:
 
 _Reducer = Callable[[Any, _Reduced], None]
 
-# Asked every check: liveness, pool size, totals (throughput) and running tasks.
-CORE_COMMANDS: tuple[tuple[str, _Reducer], ...] = (
-    ("stats", reduce_stats),
-    ("active", reduce_active),
-)
-# Slow-changing detail, asked when the collector wants it fresh (see Collector).
+# Asked every check: one command, so a healthy check costs each worker one message. The
+# answer proves the worker alive and lists its running tasks (stuck tasks, saturation).
+CORE_COMMANDS: tuple[tuple[str, _Reducer], ...] = (("active", reduce_active),)
+# Slow-changing detail, asked when the collector wants it fresh (see Collector): pool size,
+# completed-task counters and uptime (``stats``), reserved and scheduled tasks, queues.
 DETAIL_COMMANDS: tuple[tuple[str, _Reducer], ...] = (
+    ("stats", reduce_stats),
     ("reserved", reduce_reserved),
     ("scheduled", reduce_scheduled),
     ("active_queues", reduce_active_queues),
@@ -321,9 +321,9 @@ class WorkerProbe:
     ) -> WorkerResult:
         """Ask ``candidates`` (and, with ``discover``, everyone) for their state.
 
-        ``budget`` bounds the whole exchange in seconds; ``detail`` adds the reserved,
-        scheduled and active_queues commands. Returns one WorkerRaw per name seen: ``online``
-        when it answered, else ``not_answering``.
+        ``budget`` bounds the whole exchange in seconds. ``active`` is always asked;
+        ``detail`` adds stats, reserved, scheduled and active_queues. Returns one WorkerRaw per
+        name seen: ``online`` when it answered, else ``not_answering``.
         """
         commands = COMMANDS if detail else CORE_COMMANDS
         deadline = time.monotonic() + budget

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -101,9 +102,21 @@ def _t(ts: float, *workers: WorkerSample) -> Sample:
     return at(ts, {"celery": 0}, workers)
 
 
+def entries(*samples: Sample) -> list[dict[str, Any]]:
+    """History entries as the runner keeps them: each written knowing the ones before."""
+    history: list[dict[str, Any]] = []
+    for s in samples:
+        history.append(history_entry(s, history))
+    return history
+
+
 def throughput(*samples: Sample) -> float | None:
-    history = [history_entry(s) for s in samples[:-1]]
-    return compute_trends(history, samples[-1]).throughput_per_min
+    return compute_trends(entries(*samples[:-1]), samples[-1]).throughput_per_min
+
+
+def reused(w: WorkerSample, age: float) -> WorkerSample:
+    """The worker as a check that reused its detail (counters) from ``age`` seconds ago."""
+    return replace(w, detail_age_sec=age)
 
 
 def test_throughput_is_completed_tasks_per_minute_over_the_last_interval() -> None:
@@ -127,12 +140,44 @@ def test_a_restarted_worker_counts_only_what_it_did_since() -> None:
     assert throughput(before, more) == 130.0
 
 
-def test_a_worker_back_after_a_missed_check_does_not_count_its_lifetime() -> None:
-    # w-2 did not answer the middle check (busy), then reports its lifetime total of 5000.
+def test_a_worker_back_after_a_missed_check_counts_from_its_last_report() -> None:
+    # w-2 did not answer the middle check (busy); its lifetime total is 5000, of which it
+    # did 10 in the two minutes since its last report: 5 a minute, not 5000.
     first = _t(0, worker("w-1", processed_total=10), worker("w-2", processed_total=4990))
     middle = _t(60, worker("w-1", processed_total=20), worker("w-2", "not_answering"))
     last = _t(120, worker("w-1", processed_total=30), worker("w-2", processed_total=5000))
-    assert throughput(first, middle, last) == 10.0
+    assert throughput(first, middle, last) == 10.0 + 5.0
+
+
+def test_reused_counters_are_not_read_as_a_minute_without_work() -> None:
+    """Counters come with the worker detail, refreshed every few minutes: checks that reuse
+    them neither report zero throughput nor a burst when fresh counters arrive."""
+    w = worker("w-1", processed_total=100)
+    checks = [
+        _t(0, w),
+        _t(60, replace(w, processed_total=160)),  # fresh: 60 done in the first minute
+        _t(120, reused(replace(w, processed_total=160), 60)),
+        _t(180, reused(replace(w, processed_total=160), 120)),
+        _t(240, replace(w, processed_total=340)),  # fresh: 180 done in three minutes
+        _t(300, reused(replace(w, processed_total=340), 60)),
+    ]
+    rates = [throughput(*checks[: i + 1]) for i in range(len(checks))]
+    assert rates == [None, 60.0, 60.0, 60.0, 60.0, 60.0]
+    # The reused report is kept as it was made, not stamped with the later check's time.
+    assert entries(*checks)[-1]["w"]["w-1"][:3] == [340, 100, 240]
+
+
+def test_the_first_report_of_a_worker_may_be_reused_already() -> None:
+    # A state lost between checks: the collector still holds counters 30 s old.
+    first = _t(100, reused(worker("w-1", processed_total=50), 30))
+    assert entries(first)[0]["w"]["w-1"] == [50, 100, 70.0]
+    assert throughput(first, _t(130, worker("w-1", processed_total=80))) == 30.0
+
+
+def test_history_written_before_reports_had_a_time_still_gives_a_baseline() -> None:
+    old = {"t": 0.0, "q": {"celery": 0}, "p": 0, "a": 0, "c": 4, "w": {"w-1": [10, 100]}}
+    now = _t(60, worker("w-1", processed_total=25))
+    assert compute_trends([old], now).throughput_per_min == 15.0
 
 
 def test_a_worker_that_just_joined_has_no_baseline() -> None:
