@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -124,7 +125,8 @@ TEMPLATE = (
 )
 
 
-def _check_time(url: str, runs: int = RUNS, **overrides: object) -> tuple[float, dict[str, object]]:
+def _check_deps(url: str, **overrides: object) -> tuple[Any, Any]:
+    """Settings and dependencies for checks of ``url``, after two warm-up checks."""
     from chalicelib.cli import make_deps
     from chalicelib.runner import run_check
     from chalicelib.settings import load_settings
@@ -140,30 +142,48 @@ def _check_time(url: str, runs: int = RUNS, **overrides: object) -> tuple[float,
         },
     )
     deps = make_deps(settings)
-    try:
-        run_check(settings, deps)
-        payload = run_check(settings, deps).payload
-        median, _ = _median_ms(lambda: run_check(settings, deps), runs)
-        return median, payload
-    finally:
-        deps.collector.close()
+    run_check(settings, deps)  # the first check learns the roster and the worker detail
+    return settings, deps
+
+
+SCALE_ROUNDS = 11
 
 
 def bench_scale_queues() -> dict[str, float]:
-    """1,000 queues discovered through their binding set: 1 K vs 1 M waiting messages."""
+    """1,000 queues discovered through their binding set: 1 K vs 1 M waiting messages.
+
+    Both brokers are filled and checked in the same run, taking turns, so the ratio compares
+    checks made side by side; each figure is the median of its turns.
+    """
+    from chalicelib.runner import run_check
+
     figures: dict[str, float] = {}
-    for label, per_queue in (("1k", 1), ("1m", 1000)):
-        server = RedisServer().start()
-        try:
-            client = server.client()
-            filled = client.eval(FILL_LUA, 0, 1000, per_queue, TEMPLATE)
-            median, payload = _check_time(server.url, runs=7)
-            metrics = payload["metrics"]
-            assert metrics["queues"] == 1000, metrics
-            assert metrics["total_pending"] == filled, (metrics, filled)
+    sizes = (("1k", 1), ("1m", 1000))
+    servers: list[RedisServer] = []
+    checks: dict[str, tuple[Any, Any]] = {}
+    try:
+        for label, per_queue in sizes:
+            server = RedisServer().start()
+            servers.append(server)
+            filled = server.client().eval(FILL_LUA, 0, 1000, per_queue, TEMPLATE)
             figures[f"scale_{label}_messages"] = float(filled)
-            figures[f"scale_{label}_check_ms"] = round(median, 1)
-        finally:
+            checks[label] = _check_deps(server.url)
+        times: dict[str, list[float]] = {label: [] for label, _ in sizes}
+        for turn in range(SCALE_ROUNDS):
+            order = sizes if turn % 2 == 0 else sizes[::-1]
+            for label, _per_queue in order:
+                settings, deps = checks[label]
+                started = time.perf_counter()
+                metrics = run_check(settings, deps).payload["metrics"]
+                times[label].append((time.perf_counter() - started) * 1000.0)
+                assert metrics["queues"] == 1000, metrics
+                assert metrics["total_pending"] == figures[f"scale_{label}_messages"], metrics
+        for label, _per_queue in sizes:
+            figures[f"scale_{label}_check_ms"] = round(statistics.median(times[label]), 1)
+    finally:
+        for _settings, deps in checks.values():
+            deps.collector.close()
+        for server in servers:
             server.stop()
     figures["scale_1m_vs_1k_ratio"] = round(
         figures["scale_1m_check_ms"] / figures["scale_1k_check_ms"], 2
@@ -171,30 +191,52 @@ def bench_scale_queues() -> dict[str, float]:
     return figures
 
 
+WORKER_COUNTS = (2, 4, 8)
+WORKER_ROUNDS = 25
+
+
 def bench_scale_workers() -> dict[str, float]:
-    """Check time with 2, 4 and 8 real solo-pool workers (all answering)."""
+    """Check time with 2, 4 and 8 real solo-pool workers (all answering).
+
+    Each count has its own redis-server and workers, all running at once; the checks take
+    turns (2, 4, 8, then 4, 8, 2, ...) so that whatever else the machine does in the
+    meantime falls on every count alike, and each figure is the median of its turns.
+    """
+    from chalicelib.runner import run_check
+
     figures: dict[str, float] = {}
-    server = RedisServer().start()
+    servers: list[RedisServer] = []
     workers: list[Worker] = []
+    checks: dict[int, tuple[Any, Any]] = {}
     try:
-        for count in (2, 4, 8):
-            while len(workers) < count:
-                workers.append(
-                    Worker(
-                        "chalicelib.demo_app",
-                        server.url,
-                        f"solo-{len(workers)}@doorman",
-                        pool="solo",
-                    ).start()
-                )
-            wait_for_workers(server.url, [w.name for w in workers], timeout=60)
-            median, payload = _check_time(server.url)
-            assert payload["metrics"]["alive_workers"] == count, payload["metrics"]
-            figures[f"workers_{count}_check_ms"] = round(median, 1)
+        for count in WORKER_COUNTS:
+            server = RedisServer().start()
+            servers.append(server)
+            names = [f"solo-{i}-of-{count}@doorman" for i in range(count)]
+            workers.extend(
+                Worker("chalicelib.demo_app", server.url, name, pool="solo").start()
+                for name in names
+            )
+            wait_for_workers(server.url, names, timeout=60)
+            checks[count] = _check_deps(server.url)
+        times: dict[int, list[float]] = {count: [] for count in WORKER_COUNTS}
+        for turn in range(WORKER_ROUNDS):
+            shift = turn % len(WORKER_COUNTS)
+            for count in WORKER_COUNTS[shift:] + WORKER_COUNTS[:shift]:
+                settings, deps = checks[count]
+                started = time.perf_counter()
+                payload = run_check(settings, deps).payload
+                times[count].append((time.perf_counter() - started) * 1000.0)
+                assert payload["metrics"]["alive_workers"] == count, payload["metrics"]
+        for count in WORKER_COUNTS:
+            figures[f"workers_{count}_check_ms"] = round(statistics.median(times[count]), 1)
     finally:
+        for _settings, deps in checks.values():
+            deps.collector.close()
         for worker in workers:
             worker.stop()
-        server.stop()
+        for server in servers:
+            server.stop()
     figures["workers_8_vs_2_ratio"] = round(
         figures["workers_8_check_ms"] / figures["workers_2_check_ms"], 2
     )
