@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .alerting import Notification, Silence
@@ -772,7 +772,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError(f"--samples: must be between 1 and {MAX_SAMPLES}")
     if not 0 <= interval <= MAX_INTERVAL:
         raise ConfigError(f"--interval: must be between 0 and {MAX_INTERVAL:.0f} seconds")
-    settings = _settings(args)
+    # An audit measures over its own few samples, so each one asks the workers everything
+    # (stats included: the throughput is measured between the audit's samples).
+    settings = replace(_settings(args), worker_detail_interval_seconds=0.0)
     deps = make_deps(settings)
     progress = _progress(sys.stderr, samples)
     try:

@@ -166,6 +166,9 @@ def test_samples_show_growth_arrows_and_trends(cluster, tmp_path):
     trend = row(out, "Trends", queue)
     first, last = map(int, re.search(r"\((\d+) → (\d+)\)", trend).groups())
     assert last - first == int(match.group(1)) and "↑" in trend
+    # Every sample of an audit asks for the workers' counters, so the throughput is measured
+    # across the samples (the workers idle: nothing completed).
+    assert re.search(r"Throughput +0 tasks/min", out), out
     # Three rising samples while the workers idle: a growing queue and ghost workers.
     assert "Ghost workers" in section(out, "Recommendations")
     assert f"Queue {queue} growing" in section(out, "Recommendations")
