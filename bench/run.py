@@ -37,9 +37,7 @@ def _median_ms(fn: Callable[[], object], runs: int) -> tuple[float, list[float]]
 def bench_healthy() -> dict[str, float]:
     """Doorman's check vs common health checks: 2 real workers, 20 queues with messages."""
     from chalicelib import demo_app
-    from chalicelib.cli import make_deps
     from chalicelib.runner import run_check
-    from chalicelib.settings import load_settings
 
     server = RedisServer().start()
     workers = [
@@ -48,7 +46,6 @@ def bench_healthy() -> dict[str, float]:
         ).start()
         for i in range(2)
     ]
-    state_dir = tempfile.mkdtemp(prefix="doorman-bench-")
     try:
         wait_for_workers(server.url, [w.name for w in workers])
         point_app_at(demo_app.app, server.url)
@@ -58,16 +55,7 @@ def bench_healthy() -> dict[str, float]:
                 demo_app.build_report.apply_async((0.0,), queue=name)
         demo_app.app.close()
 
-        settings = load_settings(
-            environ={},
-            overrides={
-                "redis_url": server.url,
-                "state_path": str(Path(state_dir) / "state.db"),
-                "hash_secret": "bench",
-            },
-        )
-        deps = make_deps(settings)
-        run_check(settings, deps)  # the first check learns the roster
+        settings, deps = _check_deps(server.url)
         payload = run_check(settings, deps).payload
         assert payload["metrics"]["alive_workers"] == 2, payload["metrics"]
         assert payload["metrics"]["total_pending"] == QUEUES * MESSAGES_PER_QUEUE
@@ -146,6 +134,31 @@ def _check_deps(url: str, **overrides: object) -> tuple[Any, Any]:
     return settings, deps
 
 
+def _take_turns(
+    checks: dict[Any, tuple[Any, Any]],
+    rounds: int,
+    verify: Callable[[Any, dict[str, Any]], None],
+) -> dict[Any, float]:
+    """Median check time (ms) of each entry of ``checks``, checked in turns.
+
+    The order rotates every round (a, b, c, then b, c, a, ...), so whatever else the machine
+    does meanwhile falls on every entry alike. ``verify`` sees each check's payload.
+    """
+    from chalicelib.runner import run_check
+
+    keys = list(checks)
+    times: dict[Any, list[float]] = {key: [] for key in keys}
+    for turn in range(rounds):
+        shift = turn % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            settings, deps = checks[key]
+            started = time.perf_counter()
+            payload = run_check(settings, deps).payload
+            times[key].append((time.perf_counter() - started) * 1000.0)
+            verify(key, payload)
+    return {key: round(statistics.median(values), 1) for key, values in times.items()}
+
+
 SCALE_ROUNDS = 11
 
 
@@ -155,12 +168,16 @@ def bench_scale_queues() -> dict[str, float]:
     Both brokers are filled and checked in the same run, taking turns, so the ratio compares
     checks made side by side; each figure is the median of its turns.
     """
-    from chalicelib.runner import run_check
-
     figures: dict[str, float] = {}
     sizes = (("1k", 1), ("1m", 1000))
     servers: list[RedisServer] = []
     checks: dict[str, tuple[Any, Any]] = {}
+
+    def verify(label: str, payload: dict[str, Any]) -> None:
+        metrics = payload["metrics"]
+        assert metrics["queues"] == 1000, metrics
+        assert metrics["total_pending"] == figures[f"scale_{label}_messages"], metrics
+
     try:
         for label, per_queue in sizes:
             server = RedisServer().start()
@@ -168,18 +185,8 @@ def bench_scale_queues() -> dict[str, float]:
             filled = server.client().eval(FILL_LUA, 0, 1000, per_queue, TEMPLATE)
             figures[f"scale_{label}_messages"] = float(filled)
             checks[label] = _check_deps(server.url)
-        times: dict[str, list[float]] = {label: [] for label, _ in sizes}
-        for turn in range(SCALE_ROUNDS):
-            order = sizes if turn % 2 == 0 else sizes[::-1]
-            for label, _per_queue in order:
-                settings, deps = checks[label]
-                started = time.perf_counter()
-                metrics = run_check(settings, deps).payload["metrics"]
-                times[label].append((time.perf_counter() - started) * 1000.0)
-                assert metrics["queues"] == 1000, metrics
-                assert metrics["total_pending"] == figures[f"scale_{label}_messages"], metrics
-        for label, _per_queue in sizes:
-            figures[f"scale_{label}_check_ms"] = round(statistics.median(times[label]), 1)
+        for label, median in _take_turns(checks, SCALE_ROUNDS, verify).items():
+            figures[f"scale_{label}_check_ms"] = median
     finally:
         for _settings, deps in checks.values():
             deps.collector.close()
@@ -202,12 +209,14 @@ def bench_scale_workers() -> dict[str, float]:
     turns (2, 4, 8, then 4, 8, 2, ...) so that whatever else the machine does in the
     meantime falls on every count alike, and each figure is the median of its turns.
     """
-    from chalicelib.runner import run_check
-
     figures: dict[str, float] = {}
     servers: list[RedisServer] = []
     workers: list[Worker] = []
     checks: dict[int, tuple[Any, Any]] = {}
+
+    def verify(count: int, payload: dict[str, Any]) -> None:
+        assert payload["metrics"]["alive_workers"] == count, payload["metrics"]
+
     try:
         for count in WORKER_COUNTS:
             server = RedisServer().start()
@@ -219,17 +228,8 @@ def bench_scale_workers() -> dict[str, float]:
             )
             wait_for_workers(server.url, names, timeout=60)
             checks[count] = _check_deps(server.url)
-        times: dict[int, list[float]] = {count: [] for count in WORKER_COUNTS}
-        for turn in range(WORKER_ROUNDS):
-            shift = turn % len(WORKER_COUNTS)
-            for count in WORKER_COUNTS[shift:] + WORKER_COUNTS[:shift]:
-                settings, deps = checks[count]
-                started = time.perf_counter()
-                payload = run_check(settings, deps).payload
-                times[count].append((time.perf_counter() - started) * 1000.0)
-                assert payload["metrics"]["alive_workers"] == count, payload["metrics"]
-        for count in WORKER_COUNTS:
-            figures[f"workers_{count}_check_ms"] = round(statistics.median(times[count]), 1)
+        for count, median in _take_turns(checks, WORKER_ROUNDS, verify).items():
+            figures[f"workers_{count}_check_ms"] = median
     finally:
         for _settings, deps in checks.values():
             deps.collector.close()

@@ -66,6 +66,22 @@ class Silence:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, body: Any) -> Silence:
+        """A stored silence; TypeError or ValueError when ``body`` is not one."""
+        silence = cls(**body)  # TypeError for a non-mapping or unknown keys
+        if not isinstance(silence.id, str) or not isinstance(silence.comment, str):
+            raise TypeError("silence id and comment must be text")
+        for bound in (silence.starts_at, silence.ends_at):
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise TypeError("silence bounds must be numbers")
+        if any(
+            v is not None and not isinstance(v, str)
+            for v in (silence.type, silence.target, silence.queue)
+        ):
+            raise TypeError("silence matchers must be text or null")
+        return silence
+
 
 @dataclass(frozen=True)
 class AlertState:

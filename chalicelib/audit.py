@@ -526,7 +526,7 @@ def _trends(audit: Audit) -> Section:
     if not changed:
         rows.append(Row(OK, ("→ no queue changed depth",)))
     last = audit.last
-    verdict = diagnosis(last.saturation_pct, audit.trends, last.total_pending)
+    verdict = diagnosis(last.saturation_pct, audit.trends, last.total_pending, last.alive_workers)
     rows.append(Row(INFO, ("Diagnosis", _DIAGNOSES.get(verdict, verdict))))
     title = f"Trends (over {len(audit.samples)} samples, {fmt_seconds(max(span, 0.0))})"
     return Section(title, tuple(rows))

@@ -114,7 +114,9 @@ def notification_json(note: Notification) -> dict[str, Any]:
 def trends_json(trends: Trends, sample: Sample) -> dict[str, Any]:
     return {
         "samples": trends.samples,
-        "diagnosis": diagnosis(sample.saturation_pct, trends, sample.total_pending),
+        "diagnosis": diagnosis(
+            sample.saturation_pct, trends, sample.total_pending, sample.alive_workers
+        ),
         "throughput_per_min": trends.throughput_per_min,
         "queues": {
             name: {"rate_per_min": t.rate_per_min, "growing": t.growing}

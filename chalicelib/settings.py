@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -31,8 +31,9 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = DEFAULT_REDIS_URL
-    celery_broker_url: str | None = None
+    # URLs may hold a password: kept out of repr() like every other secret here.
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    celery_broker_url: str | None = field(default=None, repr=False)
     target: str = "default"
     check_interval_seconds: float = 30.0
     monitored_queues: tuple[str, ...] = ()
@@ -42,7 +43,7 @@ class Settings:
     alert_cooldown_seconds: float = 300.0
     alert_pending_checks: dict[str, int] = field(default_factory=dict)
     alert_resolve_after_checks: int = 2
-    hash_secret: str | None = None
+    hash_secret: str | None = field(default=None, repr=False)
     state_path: str | None = None
     visibility_timeout_seconds: float | None = None
     redis_timeout_seconds: float = 2.0
@@ -75,10 +76,6 @@ class Settings:
     def broker_url(self) -> str:
         """The URL of the Redis that holds Celery's queues (the broker, else ``redis_url``)."""
         return self.celery_broker_url or self.redis_url
-
-    @property
-    def broker_url_redacted(self) -> str:
-        return redact_url(self.broker_url)
 
     @property
     def default_state_path(self) -> str:
@@ -298,20 +295,6 @@ def _show(value: Any) -> str:
     return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to print)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    netloc = f"{user}:***@{hostinfo}" if user else f":***@{hostinfo}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def validate_redis_url(url: str) -> None:
     """Raise ValueError (naming the problem, never the password) unless ``url`` is usable."""
     try:
@@ -337,7 +320,8 @@ def validate_redis_url(url: str) -> None:
         raise ValueError("has a port that is not a number from 1 to 65535")
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
-        raise ValueError(f"has a database {db[:20]!r} that is not a number")
+        # Not echoed: a password holding an unescaped '@' and '/' ends up in the path.
+        raise ValueError("has a database (the path after the host) that is not a number")
     _validate_query(parts.scheme, parts.query)
 
 
@@ -522,10 +506,6 @@ CONFIG_ENV = "DOORMAN_CONFIG"
 
 # Command-line flags whose names differ from their key (named in error messages).
 FLAGS = {"state_path": "--state", "check_interval_seconds": "--interval"}
-
-
-def known_keys() -> list[str]:
-    return sorted(_FIELDS)
 
 
 def env_names() -> dict[str, str]:

@@ -131,15 +131,16 @@ def producer(broker: str, **env: str) -> Any:
     return pii_app
 
 
-def run_cli(
-    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run the ``doorman`` command as a user would, in a subprocess."""
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any of Doorman's settings, plus ``extra``.
+
+    Never let a developer's real broker, webhook or paging key (or thresholds) reach a
+    command a test runs.
+    """
     from chalicelib.settings import CONFIG_ENV, env_names
 
     ours = {*env_names().values(), CONFIG_ENV}
-    # Never let a developer's real broker, webhook or paging key (or thresholds) reach a test.
-    full_env = {
+    env = {
         k: v
         for k, v in os.environ.items()
         if k not in ours
@@ -147,12 +148,19 @@ def run_cli(
             ("REDIS_", "CELERY_", "DOORMAN_", "SLACK_", "PAGERDUTY_", "GENERIC_WEBHOOK_")
         )
     }
-    full_env.update(env or {})
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``doorman`` command as a user would, in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "chalicelib.cli", *args],
         capture_output=True,
         text=True,
-        env=full_env,
+        env=clean_env(**(env or {})),
         cwd=str(ROOT),
         timeout=timeout,
         check=False,

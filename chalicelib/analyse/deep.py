@@ -24,6 +24,11 @@ CLIENTS_LIMIT = 0.80
 # unless ``broker_transport_options['visibility_timeout']`` says otherwise.
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+# The one policy advised for a broker (used by the redis_memory alert as well).
+EVICTION_ADVICE = (
+    "CONFIG SET maxmemory-policy volatile-lru: only keys with a TTL are evicted, and"
+    " queues have none"
+)
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,7 @@ def redis_eviction(info: Mapping[str, object]) -> ConfigCheck:
             label,
             WARNING,
             f"{shown}: can evict queue keys, and every task in them",
-            "CONFIG SET maxmemory-policy volatile-lru: only keys with a TTL are evicted, and"
-            " queues have none",
+            EVICTION_ADVICE,
         )
     if policy.startswith("volatile-"):
         return ConfigCheck(

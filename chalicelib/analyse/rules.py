@@ -13,14 +13,12 @@ from dataclasses import replace
 from ..model import Finding, Sample, Severity
 from ..sanitize import scrub
 from ..settings import Thresholds
-from .trends import Trends
+from .deep import EVICTING, EVICTION_ADVICE
+from .trends import GHOST_SATURATION, HIGH_SATURATION, Trends
 
 Rule = Callable[[Sample, Trends, Thresholds], Iterable[Finding]]
 
-EVICTING_POLICIES = {"allkeys-lru", "allkeys-lfu", "allkeys-random"}
 MEMORY_LIMIT_PCT = 90
-GHOST_SATURATION = 30.0
-HIGH_SATURATION = 90.0
 
 
 def _workers_asked(sample: Sample) -> bool:
@@ -210,14 +208,14 @@ def redis_memory(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
             details={"used_memory": used, "maxmemory": limit, "used_pct": pct, "policy": policy},
             recommendation="Drain the queues or raise maxmemory before writes fail or keys go.",
         )
-    elif isinstance(policy, str) and policy in EVICTING_POLICIES:
+    elif isinstance(policy, str) and policy in EVICTING:
         yield Finding(
             type="redis_memory",
             severity=Severity.WARNING,
             title="Redis may evict queues",
             message=f"Eviction policy {policy} can delete queue keys (and their tasks) when full",
             details={"maxmemory": limit, "policy": policy},
-            recommendation="CONFIG SET maxmemory-policy noeviction (or volatile-lru) on a broker.",
+            recommendation=EVICTION_ADVICE + ".",
         )
 
 

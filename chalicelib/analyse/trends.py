@@ -166,21 +166,28 @@ def compute_trends(history: Sequence[dict[str, Any]], sample: Sample) -> Trends:
     return Trends(queues=queues, throughput_per_min=_throughput(current), samples=len(entries))
 
 
-def diagnosis(saturation_pct: float, trends: Trends, total_pending: int) -> str:
+# Saturation bounds shared by the diagnosis and the growth rule (ghost vs saturated workers).
+GHOST_SATURATION = 30.0
+HIGH_SATURATION = 90.0
+
+
+def diagnosis(saturation_pct: float, trends: Trends, total_pending: int, alive_workers: int) -> str:
     """Saturation x trend, as in the agent's table.
 
-    need_more_workers (>90 % and growing), ghost_workers (<30 % and growing), growing,
-    at_capacity (>90 %, stable), normal, healthy (<30 %, stable, nothing waiting).
+    need_more_workers (>90 % and growing), ghost_workers (<30 % and growing while some
+    worker answers), growing, at_capacity (>90 %, stable), normal, healthy (<30 %, stable,
+    nothing waiting). With no worker answering, low saturation says nothing about ghosts:
+    the workers are down, which is its own alert.
     """
     growing = bool(trends.growing)
-    if growing and saturation_pct > 90:
+    if growing and saturation_pct > HIGH_SATURATION:
         return "need_more_workers"
-    if growing and saturation_pct < 30:
+    if growing and saturation_pct < GHOST_SATURATION and alive_workers > 0:
         return "ghost_workers"
     if growing:
         return "growing"
-    if saturation_pct > 90:
+    if saturation_pct > HIGH_SATURATION:
         return "at_capacity"
-    if saturation_pct < 30 and total_pending == 0:
+    if saturation_pct < GHOST_SATURATION and total_pending == 0:
         return "healthy"
     return "normal"

@@ -79,22 +79,8 @@ class Collector:
             if w.status != "online" or known is None:
                 merged.append(w)
                 continue
-            merged.append(
-                replace(
-                    w,
-                    concurrency=known.concurrency,
-                    pool=known.pool,
-                    processed=known.processed,
-                    prefetch_count=known.prefetch_count,
-                    uptime_sec=known.uptime_sec,
-                    visibility_timeout_sec=known.visibility_timeout_sec,
-                    reserved=known.reserved,
-                    scheduled=known.scheduled,
-                    reserved_ids=known.reserved_ids,
-                    queues=known.queues,
-                    detail_age_sec=age,
-                )
-            )
+            # This round asked only ``active``: everything else is the last detail's.
+            merged.append(replace(known, active=w.active, answered=w.answered, detail_age_sec=age))
         return tuple(merged)
 
     def close(self) -> None:

@@ -188,7 +188,8 @@ def parse_record(record: Mapping[str, Any]) -> Notification:
         if not isinstance(doc, dict):
             raise ValueError("not an object")
         return from_document(doc)
-    except (TypeError, KeyError, json.JSONDecodeError) as exc:
+    except (TypeError, KeyError, ValueError) as exc:
+        # Only the kind of error: a ValueError's text can quote the field (a severity, say).
         raise ValueError(f"not a Doorman notification ({type(exc).__name__})") from None
 
 

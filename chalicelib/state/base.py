@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
@@ -82,6 +83,23 @@ def _alert(key: str, value: Any) -> AlertState:
         return AlertState.from_json(value)
     except (TypeError, ValueError, KeyError):
         raise _shape_error(f"alerts.{key}") from None
+
+
+def decode_silences(bodies: Iterable[str], now: float | None) -> list[Silence]:
+    """The stored silences active at ``now`` (all when None), in the order given.
+
+    A row that does not hold a silence (hand-edited, or written by something else) is
+    skipped: one bad row must not stop every check that loads the silences.
+    """
+    found: list[Silence] = []
+    for body in bodies:
+        try:
+            silence = Silence.from_json(json.loads(body))
+        except (TypeError, ValueError):
+            continue
+        if now is None or silence.active(now):
+            found.append(silence)
+    return found
 
 
 def _history(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,7 +34,14 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..alerting import AlertState, Notification, Silence
-from .base import OUTBOX_TTL_SECONDS, OutboxItem, StateConflict, StateError, TargetState
+from .base import (
+    OUTBOX_TTL_SECONDS,
+    OutboxItem,
+    StateConflict,
+    StateError,
+    TargetState,
+    decode_silences,
+)
 
 log = logging.getLogger("doorman")
 
@@ -390,14 +397,7 @@ class DynamoStore:
             ExpressionAttributeValues={":pk": _s(SILENCES_PK), ":silence": _s(SILENCE_PREFIX)},
             ConsistentRead=True,
         )
-        found: list[Silence] = []
-        for item in items:
-            try:
-                silence = Silence(**json.loads(_text(item, "body") or ""))
-            except (TypeError, ValueError):
-                continue
-            if now is None or silence.active(now):
-                found.append(silence)
+        found = decode_silences((_text(item, "body") or "" for item in items), now)
         return sorted(found, key=lambda s: (s.ends_at, s.id))
 
     def remove_silence(self, silence_id: str) -> bool:

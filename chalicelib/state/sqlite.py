@@ -12,7 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..alerting import Notification, Silence
-from .base import OUTBOX_TTL_SECONDS, OutboxItem, StateConflict, StateError, TargetState
+from .base import (
+    OUTBOX_TTL_SECONDS,
+    OutboxItem,
+    StateConflict,
+    StateError,
+    TargetState,
+    decode_silences,
+)
 
 _APPLICATION_ID = 0x446F6F72  # "Door"
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -225,15 +232,7 @@ class SqliteStore:
             rows = conn.execute("SELECT body FROM silences ORDER BY ends_at, id").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state file {self.path}: silences unreadable ({exc})") from None
-        found = []
-        for (body,) in rows:
-            try:
-                silence = Silence(**json.loads(body))
-            except (TypeError, ValueError):
-                continue
-            if now is None or silence.active(now):
-                found.append(silence)
-        return found
+        return decode_silences((body for (body,) in rows), now)
 
     def remove_silence(self, silence_id: str) -> bool:
         conn = self._connect()

@@ -10,7 +10,6 @@ alert state that caused it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.state.sqlite import SqliteStore
-from tests.conftest import ROOT, producer
+from tests.conftest import ROOT, clean_env, producer
 
 TARGET = "default"
 ALERT_KEY = f"workers_down:{TARGET}"
@@ -78,11 +77,7 @@ def assert_consistent(before: Snapshot, after: Snapshot, secret: Path) -> None:
 
 
 def cli_env() -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CELERY_", "DOORMAN_"))
-    }
-    env.update({"ALERT_COOLDOWN": "0", "DOORMAN_WORKER_TIMEOUT": "0.3"})
-    return env
+    return clean_env(ALERT_COOLDOWN="0", DOORMAN_WORKER_TIMEOUT="0.3")
 
 
 def cli_check(url: str, state: Path) -> subprocess.Popen[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import replace
 from typing import Any
@@ -234,6 +235,49 @@ def test_silences_add_list_remove(backend):
     assert backend.open().remove_silence("s-1") is False
     assert backend.open().silences(now) == []
     assert {s.id for s in backend.open().silences()} == {"s-2", "s-3"}
+
+
+def _overwrite_silence_bodies(backend: Any, body: str) -> None:
+    """Replace every stored silence's body, as a hand edit or another writer could."""
+    if backend.table is None:
+        with sqlite3.connect(backend.path) as conn:
+            conn.execute("UPDATE silences SET body = ?", (body,))
+        return
+    from chalicelib.state.dynamodb import SILENCES_PK
+
+    client, table = backend.table.client, backend.table.name
+    items = client.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": SILENCES_PK}},
+    )["Items"]
+    assert items
+    for item in items:
+        client.update_item(
+            TableName=table,
+            Key={"pk": item["pk"], "sk": item["sk"]},
+            UpdateExpression="SET body = :b",
+            ExpressionAttributeValues={":b": {"S": body}},
+        )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"id": "s-1", "starts_at": "a", "ends_at": "b"}',
+        '{"id": "s-1", "starts_at": 0, "ends_at": 1e12, "queue": 7}',
+        '{"id": "s-1", "starts_at": 0, "ends_at": 1e12, "extra": true}',
+        '["s-1", 0, 1e12]',
+        "not json",
+    ],
+)
+def test_a_stored_silence_that_is_not_one_is_skipped(backend, body):
+    store = backend.open()
+    now = time.time()
+    store.add_silence(Silence("s-1", now - 10, now + 100))
+    _overwrite_silence_bodies(backend, body)
+    assert backend.open().silences(now) == []
+    assert backend.open().silences() == []
 
 
 def test_store_that_cannot_be_reached_raises_state_error(backend, tmp_path):

@@ -198,6 +198,16 @@ def test_a_malformed_record_is_skipped():
     assert [o.status for o in out] == ["invalid", "invalid"]
 
 
+def test_a_bad_field_value_is_never_quoted_in_the_log(caplog):
+    secret = "redis://u:hunter2@db.internal:6379"
+    body = {**note().to_json(), "severity": secret}
+    with caplog.at_level("DEBUG"):
+        out = handle_sns_for_pagerduty([{"Sns": {"Message": json.dumps(body)}}], lambda n: None)
+    assert [o.status for o in out] == ["invalid"]
+    assert "hunter2" not in (out[0].error or "")
+    assert caplog.records and "hunter2" not in caplog.text
+
+
 def test_a_missing_topic_is_a_permanent_publish_error(moto_server):
     sns = aws(moto_server, "sns")
     try:

@@ -311,6 +311,9 @@ def test_an_evicting_policy_is_a_warning(policy: str) -> None:
     (finding,) = of(run(sample((), (worker("w-1"),), redis=info)), "redis_memory")
     assert finding.severity == Severity.WARNING
     assert policy in finding.message
+    # The same advice as the audit's configuration check, which flags noeviction.
+    assert finding.recommendation and "volatile-lru" in finding.recommendation
+    assert "noeviction" not in finding.recommendation
 
 
 @pytest.mark.parametrize("policy", ["noeviction", "volatile-lru", None])

@@ -223,7 +223,13 @@ def _trends(growing: bool) -> Trends:
     ],
 )
 def test_diagnosis_table(saturation: float, growing: bool, pending: int, expected: str) -> None:
-    assert diagnosis(saturation, _trends(growing), pending) == expected
+    assert diagnosis(saturation, _trends(growing), pending, alive_workers=2) == expected
+
+
+def test_no_ghost_workers_when_no_worker_answers() -> None:
+    # Saturation is 0 because nobody answers: that is workers_down, not ghosts.
+    assert diagnosis(0.0, _trends(True), 10, alive_workers=0) == "growing"
+    assert diagnosis(0.0, _trends(True), 10, alive_workers=1) == "ghost_workers"
 
 
 def test_diagnosis_of_a_real_sequence() -> None:
@@ -232,4 +238,7 @@ def test_diagnosis_of_a_real_sequence() -> None:
     history = [history_entry(s) for s in samples[:-1]]
     now: Sample = samples[-1]
     trends = compute_trends(history, now)
-    assert diagnosis(now.saturation_pct, trends, now.total_pending) == "need_more_workers"
+    assert (
+        diagnosis(now.saturation_pct, trends, now.total_pending, now.alive_workers)
+        == "need_more_workers"
+    )
