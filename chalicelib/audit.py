@@ -16,7 +16,6 @@ are printed with control characters escaped, and colour is used only on a termin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -36,7 +35,7 @@ from .state import StateError, StateStore, TargetState
 from .state.base import OutboxItem
 
 if TYPE_CHECKING:
-    import redis
+    from .collect import Collector
 
 EXIT_HEALTHY, EXIT_WARNINGS, EXIT_CRITICAL = 0, 1, 2
 MAX_SAMPLES = 1000
@@ -108,7 +107,7 @@ class DeepData:
     errors: tuple[ProbeError, ...] = ()
 
 
-DeepProbe = Callable[[Settings, Sample, Hasher], DeepData]
+DeepProbe = Callable[["Collector", Sample, Hasher], DeepData]
 
 
 @dataclass(frozen=True)
@@ -128,63 +127,17 @@ class Audit:
         return self.samples[-1]
 
 
-def collect_deep(settings: Settings, sample: Sample, hasher: Hasher) -> DeepData:
+def collect_deep(collector: Collector, sample: Sample, hasher: Hasher) -> DeepData:
     """Persistence settings from Redis and the allow-listed settings of the live workers.
 
-    Workers are addressed by name (``destination=``), so the broadcast ends as soon as they
-    have all answered; names come from the pidbox bindings and are hashed on arrival.
+    Uses the audit's own collector: the workers that answered its last sample are asked by
+    name (``destination=``), so the broadcast ends as soon as they have all answered.
     """
-    import redis
-
-    from .collect.redis_probe import RedisProbe, connect, describe_error
-    from .collect.worker_probe import WorkerProbe
-
-    errors: list[ProbeError] = []
-    config: dict[str, str] | None = None
-    names: tuple[str, ...] = ()
-    client = connect(settings.broker_url, settings.redis_timeout_seconds)
-    try:
-        config = _persistence_config(client)
-        found = RedisProbe(
-            client, keyprefix=settings.global_keyprefix, max_queues=settings.max_queues
-        ).collect(settings.monitored_queues, time.time(), 10 * 365 * 86400.0)
-        names = found.worker_names
-    except (redis.RedisError, OSError) as exc:
-        errors.append(describe_error(exc, settings.redis_timeout_seconds))
-    finally:
-        with contextlib.suppress(redis.RedisError):
-            client.close()
+    config, errors = collector.persistence_config()
     online = {w.id_hash for w in sample.workers if w.status == "online"}
-    targets = [n for n in names if hasher.worker(n) in online]
-    probe = WorkerProbe(
-        settings.broker_url,
-        keyprefix=settings.global_keyprefix,
-        timeout=settings.worker_timeout_seconds,
-        connect_timeout=settings.redis_timeout_seconds,
-    )
-    try:
-        result = probe.conf(targets, budget=settings.worker_timeout_seconds * 2.5)
-    finally:
-        probe.close()
+    result = collector.worker_conf(lambda name: hasher.worker(name) in online)
     confs = {hasher.worker(name): dict(conf) for name, conf in result.confs.items()}
-    return DeepData(config, confs, tuple(errors) + result.errors)
-
-
-def _persistence_config(client: redis.Redis) -> dict[str, str] | None:
-    """``save`` and ``appendonly`` when Redis allows CONFIG GET (managed Redis may not)."""
-    import redis
-
-    found: dict[str, str] = {}
-    try:
-        for key in ("save", "appendonly"):
-            for name, value in client.config_get(key).items():
-                name = name.decode() if isinstance(name, bytes) else str(name)
-                value = value.decode() if isinstance(value, bytes) else str(value)
-                if name == key:
-                    found[key] = value[:200]
-    except redis.ResponseError:
-        return None
-    return found or None
+    return DeepData(config, confs, errors + result.errors)
 
 
 def run_audit(
@@ -225,7 +178,7 @@ def run_audit(
     if deep and last.redis_ok:
         if progress is not None:
             progress("Checking the configuration...")
-        data = deep_probe(settings, last, deps.hasher)
+        data = deep_probe(deps.collector, last, deps.hasher)
         checks = tuple(
             analyse(
                 last.redis,

@@ -166,7 +166,8 @@ def run_check(settings: Settings, deps: Deps, *, dry_run: bool = False) -> Check
         errors=sample.errors + tuple(errors),
     )
 
-    trends = compute_trends(state.history, sample)
+    entry = history_entry(sample, state.history)
+    trends = compute_trends(state.history, sample, entry)
     findings = evaluate(sample, trends, settings.thresholds)
     policy = Policy(
         cooldown_seconds=settings.alert_cooldown_seconds,
@@ -182,11 +183,7 @@ def run_check(settings: Settings, deps: Deps, *, dry_run: bool = False) -> Check
         silences=silences,
         blind=not sample.redis_ok,
     )
-    history = (
-        state.history
-        if not sample.redis_ok
-        else [*state.history, history_entry(sample, state.history)]
-    )
+    history = [*state.history, entry] if sample.redis_ok else state.history
     learned_vt = next(
         (w.visibility_timeout_sec for w in snapshot.workers if w.visibility_timeout_sec), None
     )

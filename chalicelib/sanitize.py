@@ -51,12 +51,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         "[uuid]",
     ),
     (re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), "[ip]"),
-    # IPv6: eight groups, or fewer around one "::" (so "12:30:45" is not taken for one).
+    # IPv6: eight groups, or fewer around one "::" (so "12:30:45" is not taken for one). A
+    # bare "::" holds no address, and taking it would make scrubbing change its own output.
     (
         re.compile(
             r"(?<![A-Za-z0-9:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
-            r"|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?::"
-            r"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?)(?![A-Za-z0-9:])"
+            r"|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}::"
+            r"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?"
+            r"|::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})(?![A-Za-z0-9:])"
         ),
         "[ip]",
     ),

@@ -138,13 +138,17 @@ def _throughput(entry: dict[str, Any]) -> float | None:
     return round(per_minute, 2) if measured else None
 
 
-def compute_trends(history: Sequence[dict[str, Any]], sample: Sample) -> Trends:
+def compute_trends(
+    history: Sequence[dict[str, Any]], sample: Sample, current: dict[str, Any] | None = None
+) -> Trends:
     """Trends over the last samples kept in the state and this one.
 
-    A queue is growing when at least three samples are known, its depth never fell over the
-    window and it ended higher than it started.
+    ``current`` is this sample's ``history_entry`` when the caller already built it (to keep
+    it). A queue is growing when at least three samples are known, its depth never fell over
+    the window and it ended higher than it started.
     """
-    current = history_entry(sample, history)
+    if current is None:
+        current = history_entry(sample, history)
     entries = [*history, current][-WINDOW:]
     queues: dict[str, QueueTrend] = {}
     for q in sample.queues:

@@ -12,7 +12,7 @@ import redis
 from ..model import ProbeError, Snapshot, WorkerRaw
 from ..settings import Settings
 from .redis_probe import RedisProbe, connect, describe_error
-from .worker_probe import WorkerProbe, mark_silent
+from .worker_probe import ConfResult, WorkerProbe, mark_silent
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 
@@ -40,6 +40,10 @@ class Collector:
         self._tls = settings.broker_url.lower().startswith("rediss://")
         self._detail: dict[str, WorkerRaw] = {}
         self._detail_at: float | None = None
+        # The workers asked when the detail was fetched, answering or not: a dead worker
+        # that keeps its binding stays in the roster without making every check a full one.
+        self._detail_roster: frozenset[str] = frozenset()
+        self._online: tuple[str, ...] = ()  # who answered the last collect
         self._workers = WorkerProbe(
             settings.broker_url,
             keyprefix=settings.global_keyprefix,
@@ -61,27 +65,46 @@ class Collector:
             overdue
             or self._detail_at is None
             or now - self._detail_at >= self.settings.worker_detail_interval_seconds
-            or set(candidates) != set(self._detail)
+            or frozenset(candidates) != self._detail_roster
         )
 
     def _with_detail(
-        self, workers: tuple[WorkerRaw, ...], fresh: bool, now: float
+        self, workers: tuple[WorkerRaw, ...], fresh: bool, now: float, candidates: list[str]
     ) -> tuple[WorkerRaw, ...]:
-        online = [w for w in workers if w.status == "online"]
         if fresh:
-            self._detail = {w.hostname: w for w in online}
+            self._detail = {w.hostname: w for w in workers if w.status == "online"}
             self._detail_at = now
+            self._detail_roster = frozenset(candidates)
             return workers
         age = round(now - (self._detail_at or now), 1)
         merged = []
         for w in workers:
             known = self._detail.get(w.hostname)
             if w.status != "online" or known is None:
+                if w.status == "online":  # silent when the detail was fetched: ask again
+                    self._detail_at = None
                 merged.append(w)
                 continue
             # This round asked only ``active``: everything else is the last detail's.
             merged.append(replace(known, active=w.active, answered=w.answered, detail_age_sec=age))
         return tuple(merged)
+
+    def persistence_config(self) -> tuple[dict[str, str] | None, tuple[ProbeError, ...]]:
+        """Redis's ``save``/``appendonly`` settings (None when refused), and any error."""
+        try:
+            return self._redis.persistence_config(), ()
+        except (redis.RedisError, OSError) as exc:
+            error = describe_error(exc, self.settings.redis_timeout_seconds, tls=self._tls)
+            return None, (error,)
+
+    def worker_conf(self, online: Callable[[str], bool]) -> ConfResult:
+        """The allow-listed settings of the workers that answered the last collect and that
+        ``online`` accepts, asked over the same remote-control connection."""
+        names = [name for name in self._online if online(name)]
+        return self._workers.conf(names, budget=self._worker_budget())
+
+    def _worker_budget(self) -> float:
+        return self.settings.worker_timeout_seconds * 2.5
 
     def close(self) -> None:
         self._workers.close()
@@ -99,8 +122,12 @@ class Collector:
             or plan.visibility_timeout
             or DEFAULT_VISIBILITY_TIMEOUT
         )
+        # The queues the workers consume (from the last detail) are counted in the same
+        # round trip, so one without a binding does not need a second pass.
+        consumed_before = (q for w in self._detail.values() for q in w.queues)
+        asked = tuple(dict.fromkeys((*settings.monitored_queues, *consumed_before)))
         try:
-            result = self._redis.collect(settings.monitored_queues, now, vt)
+            result = self._redis.collect(asked, now, vt)
         except (redis.RedisError, OSError) as exc:
             phases["redis_ms"] = _ms(started)
             return Snapshot(
@@ -115,7 +142,7 @@ class Collector:
 
         t_workers = time.perf_counter()
         candidates = [n for n in result.worker_names if not plan.skip_worker(n)]
-        budget = settings.worker_timeout_seconds * 2.5
+        budget = self._worker_budget()
         discover = plan.discover_workers == "always" or (
             plan.discover_workers == "if_none" and not candidates
         )
@@ -123,17 +150,18 @@ class Collector:
         overdue = result.unacked is not None and result.unacked.overdue_total > 0
         detail = self._detail_due(tick, candidates, overdue)
         workers = self._workers.probe(candidates, discover=discover, budget=budget, detail=detail)
-        found = self._with_detail(workers.workers, detail, tick)
+        found = self._with_detail(workers.workers, detail, tick, candidates)
         if any(w.status != "online" for w in found):
             found = mark_silent(found, self._redis.pidbox_subscribers(result.pidbox_exchanges))
         phases["workers_ms"] = _ms(t_workers)
+        self._online = tuple(w.hostname for w in found if w.status == "online")
 
         errors: list[ProbeError] = [*result.errors, *workers.errors]
         queues = result.queues
         consumed = {q for w in found for q in w.queues}
         missing = tuple(sorted(consumed - {q.name for q in queues}))
         if missing:
-            # A queue a worker consumes but that has no binding yet: count it too.
+            # Named by a worker's fresh detail but not counted yet (no binding): count it too.
             try:
                 extra = self._redis.collect(missing, now, vt)
                 queues = queues + tuple(q for q in extra.queues if q.name in missing)

@@ -7,6 +7,7 @@ unacked summary in the other) and INFO rides in the same pipeline. Message bodie
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import ssl
@@ -32,6 +33,9 @@ def _script(name: str) -> str:
 
 QUEUES_LUA = _script("queues.lua")
 UNACKED_LUA = _script("unacked.lua")
+# What EVALSHA calls them: Redis names a script by the SHA-1 of its text.
+QUEUES_SHA = hashlib.sha1(QUEUES_LUA.encode(), usedforsecurity=False).hexdigest()
+UNACKED_SHA = hashlib.sha1(UNACKED_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
@@ -119,18 +123,17 @@ class RedisProbe:
         self._client = client
         self._prefix = keyprefix
         self._max_queues = max_queues
-        self._queues_sha: str | None = None
-        self._unacked_sha: str | None = None
 
     def collect(
         self, configured: tuple[str, ...], now: float, visibility_timeout: float
     ) -> RedisResult:
-        """One round trip (two on the first call: the scripts are loaded). Raises redis errors."""
-        if self._queues_sha is None or self._unacked_sha is None:
-            self._load_scripts()
+        """One round trip; raises redis errors.
+
+        When Redis does not hold the scripts yet (first use, a restart, SCRIPT FLUSH) they are
+        loaded and the round trip repeated.
+        """
         results = self._run(configured, now, visibility_timeout)
         if any(_is_noscript(r) for r in results[:2]):
-            # Redis was restarted or flushed its script cache since we loaded them.
             self._load_scripts()
             results = self._run(configured, now, visibility_timeout)
         queues_raw, unacked_raw, info_raw = results
@@ -189,16 +192,34 @@ class RedisProbe:
             total += count
         return total
 
+    def persistence_config(self) -> dict[str, str] | None:
+        """``save`` and ``appendonly`` when Redis allows CONFIG GET (managed Redis may not).
+
+        Raises redis errors other than a refused command.
+        """
+        found: dict[str, str] = {}
+        try:
+            for key in ("save", "appendonly"):
+                for name, value in self._client.config_get(key).items():
+                    name = name.decode() if isinstance(name, bytes) else str(name)
+                    value = value.decode() if isinstance(value, bytes) else str(value)
+                    if name == key:
+                        found[key] = value[:200]
+        except redis.ResponseError:
+            return None
+        return found or None
+
     def _load_scripts(self) -> None:
-        load: Any = self._client.script_load
-        self._queues_sha = str(load(QUEUES_LUA))
-        self._unacked_sha = str(load(UNACKED_LUA))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.script_load(QUEUES_LUA)
+        pipe.script_load(UNACKED_LUA)
+        pipe.execute()
 
     def _run(self, configured: tuple[str, ...], now: float, vt: float) -> list[Any]:
         prefix = self._prefix
         pipe = self._client.pipeline(transaction=False)
         pipe.evalsha(
-            self._queues_sha or "",
+            QUEUES_SHA,
             0,
             prefix,
             MAX_SCAN_ITERATIONS,
@@ -207,7 +228,7 @@ class RedisProbe:
             *configured,
         )
         pipe.evalsha(
-            self._unacked_sha or "",
+            UNACKED_SHA,
             2,
             prefix + "unacked_index",
             prefix + "unacked",

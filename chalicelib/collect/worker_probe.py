@@ -15,10 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from ..model import ActiveTask, ProbeError, WorkerRaw
+from ..sanitize import parse_time
 
 # Decoy names for kombu's unacked bookkeeping on the probe's own connection. Collecting
 # replies makes kombu's Redis transport run its "restore visible messages" sweep; pointing
@@ -42,9 +42,8 @@ class _Reduced:
 
 
 def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
+    number = _number(value)
+    return None if number is None else int(number)
 
 
 def reduce_stats(reply: Any, into: _Reduced) -> None:
@@ -202,20 +201,12 @@ def latest_eta(reply: Any) -> float | None:
     """
     if not isinstance(reply, list):
         return None
-    latest: float | None = None
-    for item in reply:
-        eta = item.get("eta") if isinstance(item, dict) else None
-        if not isinstance(eta, str) or len(eta) > 64:
-            continue
-        try:
-            parsed = datetime.fromisoformat(eta)
-        except ValueError:
-            continue
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        value = parsed.timestamp()
-        latest = value if latest is None else max(latest, value)
-    return latest
+    etas = [
+        parse_time(eta)
+        for eta in (item.get("eta") if isinstance(item, dict) else None for item in reply)
+        if isinstance(eta, str) and len(eta) <= 64
+    ]
+    return max((eta for eta in etas if eta is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -230,7 +221,6 @@ class ConfResult:
 class WorkerResult:
     workers: tuple[WorkerRaw, ...]
     errors: tuple[ProbeError, ...]
-    discovered: bool
 
 
 class WorkerProbe:
@@ -374,7 +364,7 @@ class WorkerProbe:
                     answered=tuple(data.answered),
                 )
             )
-        return WorkerResult(tuple(workers), tuple(errors), discover)
+        return WorkerResult(tuple(workers), tuple(errors))
 
     def conf(self, names: Iterable[str], budget: float) -> ConfResult:
         """Ask ``names`` for their settings (``conf``) and the ETAs they hold (``scheduled``).

@@ -258,6 +258,35 @@ def test_slow_changing_detail_is_reused_between_checks_and_refreshed_on_change(
         collector.close()
 
 
+def test_a_dead_worker_left_in_the_roster_does_not_make_every_check_a_full_one(
+    redis_server, workers
+):
+    """A worker killed without cleanup keeps its binding (and its place in the roster) until
+    it is forgotten; the live workers must still be asked only ``active`` meanwhile."""
+    from chalicelib.collect import Collector, ProbePlan
+    from chalicelib.settings import load_settings
+
+    workers.start("dead@roster").kill()
+    workers.start("live@roster")
+    settings = load_settings(
+        environ={}, overrides={"redis_url": redis_server.url, "worker_timeout_seconds": 0.5}
+    )
+    collector = Collector(settings)
+    try:
+        first = collector.collect(ProbePlan())
+        assert {w.hostname: w.status for w in first.workers} == {
+            "dead@roster": "offline",
+            "live@roster": "online",
+        }
+        for _ in range(2):
+            again = collector.collect(ProbePlan())
+            (live,) = [w for w in again.workers if w.status == "online"]
+            assert live.answered == ("active",)
+            assert live.concurrency is not None and live.detail_age_sec is not None
+    finally:
+        collector.close()
+
+
 def test_one_collector_keeps_hearing_live_workers_after_a_round_that_timed_out(
     redis_server, workers
 ):

@@ -40,6 +40,10 @@ from chalicelib.sanitize import Hasher, Privacy, sanitize, scrub
         ("v6-2001:db8::1", "v6-[ip]"),
         ("peer_fe80::1", "peer_[ip]"),
         ("v6 fe80:0:0:0:202:b3ff:fe1e:8329", "v6 [ip]"),
+        ("loopback ::1", "loopback [ip]"),
+        # A bare "::" is no address (found by the idempotency property: "00000::").
+        ("00000::", "[id]::"),
+        ("[id]::", "[id]::"),
         # Phone numbers.
         ("call +1 415 555 0199", "call [phone]"),
         ("sms_415-555-0199", "sms_[phone]"),
