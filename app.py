@@ -85,7 +85,7 @@ def _slots() -> Any:
     from chalicelib.state.dynamodb import DynamoStore
 
     def build() -> Any:
-        secret = hash_secret(_settings(), provider=_ssm())
+        secret = hash_secret(_settings(), provider=_ssm)
         table = _store().table_name  # each target gets a store of its own
         return build_slots(_targets(), secret, lambda _: DynamoStore(table, _client("dynamodb")))
 

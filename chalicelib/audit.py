@@ -89,7 +89,9 @@ class _ReadOnlyStore:
         raise StateError("the audit does not write the state")
 
     def silences(self, now: float | None = None) -> list[Silence]:
-        return self._inner.silences(now)
+        # Silences only mute notifications, and the audit sends none and shows none: no
+        # need to read them for every sample.
+        return []
 
     def remove_silence(self, silence_id: str) -> bool:
         raise StateError("the audit does not write the state")

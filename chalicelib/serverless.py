@@ -52,14 +52,19 @@ def aws_client(service: str) -> Any:
     return boto3.client(service, config=config)
 
 
-def hash_secret(settings: Settings, *, provider: Any = None) -> str:
+def hash_secret(settings: Settings, *, provider: Callable[[], Any] | None = None) -> str:
     """The hash secret: ``DOORMAN_HASH_SECRET``, else the SSM SecureString named by
-    ``DOORMAN_HASH_SECRET_PARAM``. Raises ConfigError when neither gives one."""
+    ``DOORMAN_HASH_SECRET_PARAM``. Raises ConfigError when neither gives one.
+
+    ``provider`` builds the SSM provider, only when the parameter is read (a cold start
+    with the secret in the environment builds no SSM client).
+    """
     if settings.hash_secret:
         return settings.hash_secret
     if settings.hash_secret_param:
         try:
-            return get_secure_parameter(settings.hash_secret_param, provider=provider)
+            ssm = provider() if provider is not None else None
+            return get_secure_parameter(settings.hash_secret_param, provider=ssm)
         except NotifyError as exc:
             raise ConfigError(f"hash_secret_param: {exc.message}") from None
     raise ConfigError(
@@ -267,10 +272,9 @@ def dispatch_records(
     """
     report = DispatchReport()
     seen: set[str] = set()
-    stopped = False
     for record in records:
         sequence = str(record.get("dynamodb", {}).get("SequenceNumber", ""))
-        if stopped:
+        if report.failed:  # stopped at an earlier record
             report.failed.append(sequence)
             continue
         try:
@@ -295,7 +299,6 @@ def dispatch_records(
                 continue
             log.warning("dispatch: %s; this record and the later ones are retried", exc.message)
             report.failed.append(sequence)
-            stopped = True
             continue
         seen.add(note.id)
         report.published.append(note.id)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -140,10 +140,18 @@ def _parse_positive_seconds(value: Any) -> float:
     return number
 
 
-def _parse_optional_seconds(value: Any) -> float | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return _parse_positive_seconds(value)
+T = TypeVar("T")
+
+
+def _optional(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    """``parse``, except that a missing or blank value means "not set" (None)."""
+
+    def parse_optional(value: Any) -> T | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse(value)
+
+    return parse_optional
 
 
 def _parse_text(value: Any) -> str:
@@ -270,24 +278,12 @@ def _parse_http_url(value: Any) -> str:
     return url
 
 
-def _parse_optional_http_url(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return _parse_http_url(value)
-
-
 def _parse_severity(value: Any) -> str:
     levels = ("info", "warning", "critical", "emergency")
     text = _parse_text(value).strip().lower()
     if text not in levels:
         raise ValueError(f"expected one of {', '.join(levels)}, got {_show(value)}")
     return text
-
-
-def _parse_optional_url(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return _parse_url(value)
 
 
 def _show(value: Any) -> str:
@@ -425,7 +421,7 @@ class _Field:
 _FIELDS: dict[str, _Field] = {
     "redis_url": _Field(_parse_url, "REDIS_URL", "Redis server to watch"),
     "celery_broker_url": _Field(
-        _parse_optional_url, "CELERY_BROKER_URL", "Celery broker (defaults to redis_url)"
+        _optional(_parse_url), "CELERY_BROKER_URL", "Celery broker (defaults to redis_url)"
     ),
     "target": _Field(_parse_name, "DOORMAN_TARGET", "name of the watched cluster"),
     "check_interval_seconds": _Field(_parse_positive_seconds, "CHECK_INTERVAL"),
@@ -441,7 +437,9 @@ _FIELDS: dict[str, _Field] = {
     "alert_resolve_after_checks": _Field(_parse_checks, "DOORMAN_ALERT_RESOLVE_AFTER"),
     "hash_secret": _Field(_parse_secret, "DOORMAN_HASH_SECRET"),
     "state_path": _Field(_parse_optional_text, "DOORMAN_STATE"),
-    "visibility_timeout_seconds": _Field(_parse_optional_seconds, "DOORMAN_VISIBILITY_TIMEOUT"),
+    "visibility_timeout_seconds": _Field(
+        _optional(_parse_positive_seconds), "DOORMAN_VISIBILITY_TIMEOUT"
+    ),
     "redis_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_REDIS_TIMEOUT"),
     "worker_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_WORKER_TIMEOUT"),
     "worker_discovery_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DISCOVERY"),
@@ -449,7 +447,7 @@ _FIELDS: dict[str, _Field] = {
     "worker_detail_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DETAIL_INTERVAL"),
     "max_queues": _Field(_parse_count, "DOORMAN_MAX_QUEUES"),
     "slack_webhook_url": _Field(
-        _parse_optional_http_url, "SLACK_WEBHOOK_URL", "Slack incoming webhook (a secret)"
+        _optional(_parse_http_url), "SLACK_WEBHOOK_URL", "Slack incoming webhook (a secret)"
     ),
     "pagerduty_routing_key": _Field(
         _parse_secret, "PAGERDUTY_ROUTING_KEY", "PagerDuty Events v2 routing key (a secret)"
@@ -458,7 +456,7 @@ _FIELDS: dict[str, _Field] = {
         _parse_http_url, "PAGERDUTY_EVENTS_URL", "PagerDuty Events API endpoint"
     ),
     "generic_webhook_url": _Field(
-        _parse_optional_http_url, "GENERIC_WEBHOOK_URL", "webhook receiving the alert JSON"
+        _optional(_parse_http_url), "GENERIC_WEBHOOK_URL", "webhook receiving the alert JSON"
     ),
     "generic_webhook_secret": _Field(
         _parse_secret, "GENERIC_WEBHOOK_SECRET", "HMAC-SHA256 key signing webhook bodies"

@@ -52,11 +52,11 @@ def _message(note: Notification) -> str:
     )
 
 
-def _fit(note: Notification) -> tuple[Notification, str]:
-    """``note`` and its SNS message, with details cut until the message fits SNS's limit."""
+def _fit(note: Notification) -> str:
+    """The SNS message of ``note``, with details cut until it fits SNS's limit."""
     message = _message(note)
     if len(message.encode()) <= _BUDGET:
-        return note, message
+        return message
     cut = replace(
         note,
         details={"truncated": True, "detail_keys": len(note.details)},
@@ -68,12 +68,12 @@ def _fit(note: Notification) -> tuple[Notification, str]:
     if len(message.encode()) > _BUDGET:  # only absurd keys or targets are left
         cut = replace(cut, key=truncate(cut.key, 1000), subject=truncate(cut.subject, 500))
         message = _message(cut)
-    return cut, message
+    return message
 
 
 def publish_request(note: Notification, topic_arn: str) -> dict[str, Any]:
     """The ``Publish`` parameters for ``note`` (pure; the message fits 256 KB)."""
-    _, message = _fit(note)
+    message = _fit(note)
     return {
         "TopicArn": topic_arn,
         "Message": message,
@@ -162,27 +162,18 @@ class Outcome:
     error: str | None = None
 
 
-def record_message(record: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
-    """The message text and attributes of one record (Lambda's ``Sns`` shape or the SNS
-    envelope an SQS subscription receives). Raises ValueError when neither is there."""
+def record_message(record: Mapping[str, Any]) -> str:
+    """The message text of one record (Lambda's ``Sns`` shape or the SNS envelope an SQS
+    subscription receives). Raises ValueError when neither is there."""
     sns = record.get("Sns", record)
     if not isinstance(sns, Mapping) or not isinstance(sns.get("Message"), str):
         raise ValueError("record has no SNS message")
-    attrs = sns.get("MessageAttributes") or {}
-    return sns["Message"], attrs if isinstance(attrs, Mapping) else {}
-
-
-def attribute(attrs: Mapping[str, Any], name: str) -> str | None:
-    value = attrs.get(name)
-    if isinstance(value, Mapping):
-        text = value.get("Value", value.get("StringValue"))
-        return text if isinstance(text, str) else None
-    return None
+    return str(sns["Message"])
 
 
 def parse_record(record: Mapping[str, Any]) -> Notification:
     """The notification an SNS record carries; raises ValueError on anything else."""
-    message, _ = record_message(record)
+    message = record_message(record)
     try:
         doc = json.loads(message)
         if not isinstance(doc, dict):

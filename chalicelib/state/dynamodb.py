@@ -166,13 +166,13 @@ class DynamoStore:
             # Still not matching after re-reading: the items are gone (expired, or removed by
             # hand). The state is used without them rather than left unusable.
             log.warning("state of a target names %d alert item(s) not found; skipped", len(torn))
-        alerts = {key: self._alert_state(target, key, k.body) for key, k in known.items()}
         self._seen[target] = _Seen(version, known)
-        try:
-            state = TargetState.from_json(version, body)
+        try:  # the alerts decoded like every other part of the state
+            return TargetState.from_json(
+                version, {**body, "alerts": {key: k.body for key, k in known.items()}}
+            )
         except StateError as exc:
             raise self._shape(target, str(exc)) from None
-        return replace(state, alerts=alerts)
 
     def commit(
         self,
@@ -339,21 +339,7 @@ class DynamoStore:
             else:
                 unknown += 1
                 continue
-            try:
-                self._client.update_item(
-                    TableName=self.table_name,
-                    Key=key,
-                    UpdateExpression="SET delivered_at = :now",
-                    ConditionExpression=(
-                        "attribute_exists(pk) AND attribute_not_exists(delivered_at)"
-                    ),
-                    ExpressionAttributeValues={":now": _n(now)},
-                )
-            except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":  # gone or done already
-                    raise self._error("UpdateItem", exc) from None
-            except BotoCoreError as exc:
-                raise self._error("UpdateItem", exc) from None
+            self._update_undelivered(key, "SET delivered_at = :now", {":now": _n(now)})
         if unknown:
             raise StateError(
                 f"DynamoDB table {self.table_name}: cannot mark {unknown} notification(s)"
@@ -362,13 +348,17 @@ class DynamoStore:
 
     def mark_channel(self, item: OutboxItem, channel: str) -> None:
         key = _key(_target_pk(item.target), _outbox_sk(item.created_at, item.id))
+        self._update_undelivered(key, "ADD channels :c", {":c": {"SS": [channel]}})
+
+    def _update_undelivered(self, key: Item, expression: str, values: Item) -> None:
+        """Update an outbox item still owed; one that is gone or delivered is left alone."""
         try:
             self._client.update_item(
                 TableName=self.table_name,
                 Key=key,
-                UpdateExpression="ADD channels :c",
+                UpdateExpression=expression,
                 ConditionExpression="attribute_exists(pk) AND attribute_not_exists(delivered_at)",
-                ExpressionAttributeValues={":c": {"SS": [channel]}},
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":  # gone or done already
@@ -441,8 +431,8 @@ class DynamoStore:
         manifest: Mapping[str, int],
         now: float,
     ) -> Item:
-        body = state.to_json()
-        body.pop("alerts")
+        body = replace(state, alerts={}).to_json()  # alerts are items of their own
+        del body["alerts"]
         data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8")
         item: Item = {
             **_key(pk, SAMPLE_SK),
@@ -510,12 +500,6 @@ class DynamoStore:
         if not isinstance(body, dict):
             raise self._shape(target, f"alerts.{key[:80]}")
         return _Known(body, version, expires_at)
-
-    def _alert_state(self, target: str, key: str, body: dict[str, Any]) -> AlertState:
-        try:
-            return AlertState.from_json(body)
-        except (TypeError, ValueError, KeyError):
-            raise self._shape(target, f"alerts.{key[:80]}") from None
 
     def _outbox_item(self, pk: str, target: str, note: Notification) -> Item:
         return {

@@ -82,6 +82,8 @@ def test_workers_down_travels_from_check_to_slack_and_pagerduty_and_resolves(
             {"action": "trigger", "type": "workers_down", "severity": "emergency"}
         ]
         assert app_module.logger.get_correlation_id() == cw_event["id"]
+        # The hash secret came from the environment: no SSM client was built for it.
+        assert "ssm" not in app_module._cache and "client:ssm" not in app_module._cache
         items = dynamodb.items()
         blobs["table-down"] = json.dumps(items).encode()
         assert kinds(items) == ["ALERT", "OUTBOX", "SAMPLE"]

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.alerting import Notification, Silence
-from chalicelib.state.base import OutboxItem, StateStore, TargetState
+from chalicelib.alerting import Notification
+from chalicelib.state.base import StateStore, TargetState
 
 TARGET = "default"
 
@@ -25,9 +25,6 @@ class RendezvousStore:
         self.barrier = barrier
         self.serialize = serialize
 
-    def load(self, target: str) -> TargetState:
-        return self.inner.load(target)
-
     def commit(
         self,
         target: str,
@@ -41,23 +38,8 @@ class RendezvousStore:
         with self.serialize:
             return self.inner.commit(target, state, expected_version, outbox)
 
-    def undelivered(self, target: str, limit: int = 100) -> list[OutboxItem]:
-        return self.inner.undelivered(target, limit)
-
-    def mark_delivered(self, ids: Sequence[str], now: float) -> None:
-        self.inner.mark_delivered(ids, now)
-
-    def add_silence(self, silence: Silence) -> None:
-        self.inner.add_silence(silence)
-
-    def silences(self, now: float | None = None) -> list[Silence]:
-        return self.inner.silences(now)
-
-    def remove_silence(self, silence_id: str) -> bool:
-        return self.inner.remove_silence(silence_id)
-
-    def close(self) -> None:
-        self.inner.close()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # everything but commit is the backing store's
 
 
 class OneAtATimeCollector:
