@@ -28,6 +28,7 @@ from .analyse.deep import ConfigCheck, ConfValue, analyse, fmt_bytes, fmt_second
 from .analyse.rules import evaluate
 from .analyse.trends import Trends, compute_trends, diagnosis, history_entry
 from .model import Finding, ProbeError, QueueSample, Sample, Severity, WorkerSample
+from .report import safe_text
 from .runner import CheckResult, Deps, run_check
 from .sanitize import Hasher
 from .settings import ConfigError, Settings, Thresholds
@@ -245,14 +246,6 @@ class Report:
     exit_code: int = field(default=EXIT_HEALTHY)
 
 
-def _safe(value: object) -> str:
-    """Cluster text with control characters escaped: no forged lines, no terminal codes."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
-
-
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -308,7 +301,7 @@ def _infrastructure(audit: Audit, findings_by_type: dict[str, list[Finding]]) ->
     if last.redis_ok:
         version = info.get("version")
         rows.append(
-            Row(OK, ("Redis", "connected" + (f" (Redis {_safe(version)})" if version else "")))
+            Row(OK, ("Redis", "connected" + (f" (Redis {safe_text(version)})" if version else "")))
         )
         used, limit = info.get("used_memory"), info.get("maxmemory")
         if isinstance(used, int):
@@ -322,7 +315,10 @@ def _infrastructure(audit: Audit, findings_by_type: dict[str, list[Finding]]) ->
     else:
         cause = next((e for e in last.errors if e.component == "redis"), None)
         rows.append(
-            Row(CRITICAL, ("Redis", "unreachable" + (f": {_safe(cause.message)}" if cause else "")))
+            Row(
+                CRITICAL,
+                ("Redis", "unreachable" + (f": {safe_text(cause.message)}" if cause else "")),
+            )
         )
     if last.redis_ok:
         known, alive = len(last.workers), last.alive_workers
@@ -340,7 +336,7 @@ def _infrastructure(audit: Audit, findings_by_type: dict[str, list[Finding]]) ->
         if error.component == "redis" and not last.redis_ok:
             continue
         rows.append(
-            Row(WARNING, ("Error", f"{error.component}/{error.kind}: {_safe(error.message)}"))
+            Row(WARNING, ("Error", f"{error.component}/{error.kind}: {safe_text(error.message)}"))
         )
     return Section("Infrastructure", tuple(rows))
 
@@ -357,7 +353,7 @@ def _workers(audit: Audit, findings_by_subject: dict[str, Finding]) -> Section:
 def _worker_row(w: WorkerSample, finding: Finding | None, alive: int) -> Row:
     if w.status == "online":
         slots = f"{w.active}/{w.concurrency} slots" if w.concurrency else f"{w.active} active"
-        detail = ", ".join(_safe(q) for q in w.queues[:4])
+        detail = ", ".join(safe_text(q) for q in w.queues[:4])
         if len(w.queues) > 4:
             detail += f" +{len(w.queues) - 4}"
         cells = (w.id_hash, "online", slots, f"{w.pool or '?'} · {detail}" if detail else "")
@@ -392,10 +388,15 @@ def _queues(audit: Audit, findings: Sequence[Finding]) -> Section:
         if len(audit.samples) > 1 and q.name in series:
             points = series[q.name]
             trend = _arrow(points[-1] - points[0])
-        cells = (_safe(q.name), f"{q.depth} pending" if q.depth else "empty", _latency(q), trend)
+        cells = (
+            safe_text(q.name),
+            f"{q.depth} pending" if q.depth else "empty",
+            _latency(q),
+            trend,
+        )
         note = "CONGESTED" if congested else ""
         if q.problem:
-            note = (note + " " if note else "") + _safe(q.problem)
+            note = (note + " " if note else "") + safe_text(q.problem)
         rows.append(Row(_level(severity), cells, note))
     if len(queues) > MAX_QUEUE_ROWS:
         rows.append(Row(INFO, (f"... and {len(queues) - MAX_QUEUE_ROWS} more queue(s)",)))
@@ -420,7 +421,7 @@ def _metrics(audit: Audit) -> Section:
     ]
     latency = last.max_latency_sec
     where = max(last.queues, key=lambda q: q.latency_sec or 0.0, default=None)
-    at = f" ({_safe(where.name)})" if where is not None and latency > 0 else ""
+    at = f" ({safe_text(where.name)})" if where is not None and latency > 0 else ""
     within = (
         ""
         if latency > th.max_wait_time_seconds
@@ -473,7 +474,7 @@ def _trends(audit: Audit) -> Section:
             Row(
                 WARNING if delta > 0 else OK,
                 (
-                    f"{_arrow(delta)[0]} {_safe(name)}",
+                    f"{_arrow(delta)[0]} {safe_text(name)}",
                     f"{delta:+d} tasks ({points[0]} → {points[-1]}){rate}",
                 ),
             )
@@ -489,7 +490,7 @@ def _trends(audit: Audit) -> Section:
 
 def _configuration(checks: Sequence[ConfigCheck]) -> Section:
     rows = tuple(
-        Row(c.status if c.status in {OK, WARNING} else UNKNOWN, (c.label, _safe(c.result)))
+        Row(c.status if c.status in {OK, WARNING} else UNKNOWN, (c.label, safe_text(c.result)))
         for c in checks
     )
     return Section("Configuration Analysis", rows)
@@ -509,7 +510,11 @@ def _recommendations(audit: Audit) -> tuple[Recommendation, ...]:
     for f in audit.findings:
         text = f.recommendation or _fallback_recommendation(f)
         detail = f.message if text != f.message else ""
-        found.append(Recommendation(f.severity, _safe(f.title), _safe(text), detail=_safe(detail)))
+        found.append(
+            Recommendation(
+                f.severity, safe_text(f.title), safe_text(text), detail=safe_text(detail)
+            )
+        )
     for w in audit.last.workers:
         if w.status == "online" and w.concurrency and w.active >= w.concurrency:
             found.append(
@@ -521,7 +526,9 @@ def _recommendations(audit: Audit) -> tuple[Recommendation, ...]:
             )
     for check in audit.deep or ():
         if check.status == WARNING and check.recommendation:
-            found.append(Recommendation(Severity.WARNING, check.label, _safe(check.recommendation)))
+            found.append(
+                Recommendation(Severity.WARNING, check.label, safe_text(check.recommendation))
+            )
     merged: dict[tuple[str, str], Recommendation] = {}
     for r in found:
         key = (r.title, r.text)
@@ -568,7 +575,7 @@ def build_report(audit: Audit, target: str, timestamp: str) -> Report:
     else:
         level, code = "healthy", EXIT_HEALTHY
     return Report(
-        target=_safe(target),
+        target=safe_text(target),
         timestamp=timestamp,
         samples=len(audit.samples),
         interval=audit.interval,

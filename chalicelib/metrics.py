@@ -31,6 +31,8 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
 
+from .sanitize import names_queue
+
 NAMESPACE = "Doorman"
 TARGET_DIMENSION = "target"
 QUEUE_DIMENSION = "queue"
@@ -257,7 +259,7 @@ def select_queues(
 
     def order(q: Mapping[str, Any]) -> tuple[int, float, float, str]:
         return (
-            0 if q["name"] in pinned else 1,
+            0 if names_queue(pinned, q["name"]) else 1,
             -(_number(q.get("depth")) or 0.0),
             -(_number(q.get("latency_sec")) or 0.0),
             str(q["name"]),

@@ -24,7 +24,7 @@ _SOURCES = {
 }
 
 
-def _safe(value: Any) -> str:
+def safe_text(value: Any) -> str:
     """Text from the cluster (names, messages) with control characters escaped.
 
     A queue or task name may hold a newline or a terminal escape sequence; printed raw it
@@ -40,7 +40,7 @@ def render_text(payload: dict[str, Any]) -> str:
     """A short summary of one check: connection, workers, queues, anomalies, errors."""
     m = payload["metrics"]
     lines = [
-        f"Doorman check - target {_safe(payload['target'])} - {payload['timestamp']}"
+        f"Doorman check - target {safe_text(payload['target'])} - {payload['timestamp']}"
         f" - {payload['check_duration_ms']:.0f} ms"
     ]
     redis_state = "connected" if m["redis_connected"] else "UNREACHABLE"
@@ -63,7 +63,7 @@ def render_text(payload: dict[str, Any]) -> str:
         source = _SOURCES.get(q["latency_source"], q["latency_source"])
         extra = " (unreadable messages)" if q.get("unreadable_messages") else ""
         lines.append(
-            f"             {_safe(q['name'])}: {q['depth']} waiting,"
+            f"             {safe_text(q['name'])}: {q['depth']} waiting,"
             f" latency {_seconds(q['latency_sec'])} ({source}){extra}"
         )
     if len(payload["queues"]) > 10:
@@ -71,14 +71,14 @@ def render_text(payload: dict[str, Any]) -> str:
     for a in payload["anomalies"]:
         where = f" on {a['worker_id_hash']}" if a.get("worker_id_hash") else ""
         lines.append(
-            f"  Anomaly    {a['type']}: {_safe(a.get('task_name') or '?')}"
+            f"  Anomaly    {a['type']}: {safe_text(a.get('task_name') or '?')}"
             f" {a.get('task_id_hash') or ''}"
             f" for {_seconds(a['duration_sec'])}{where}"
         )
     for alert in payload.get("alerts", []):
         lines.append(
-            f"  Alert      [{alert['severity']}] {_safe(alert['title'])} ({alert['state']})"
+            f"  Alert      [{alert['severity']}] {safe_text(alert['title'])} ({alert['state']})"
         )
     for e in payload["errors"]:
-        lines.append(f"  Error      {e['component']}/{e['kind']}: {_safe(e['message'])}")
+        lines.append(f"  Error      {e['component']}/{e['kind']}: {safe_text(e['message'])}")
     return "\n".join(lines)

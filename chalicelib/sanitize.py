@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,6 +97,16 @@ def scrub(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def names_queue(configured: Iterable[str], name: str) -> bool:
+    """Whether a sanitized queue ``name`` is one of the ``configured`` (raw) queue names.
+
+    Configured names are raw; sample names are scrubbed, and carry a ``~`` suffix when two
+    raw names scrub alike.
+    """
+    base = name.split("~", 1)[0]
+    return any(base in (raw, scrub(raw)) for raw in configured)
 
 
 class Hasher:

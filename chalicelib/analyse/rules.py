@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..model import Finding, Sample, Severity
-from ..sanitize import scrub
+from ..sanitize import names_queue
 from ..settings import Thresholds
 from .deep import EVICTING, EVICTION_ADVICE
 from .trends import GHOST_SATURATION, HIGH_SATURATION, Trends
@@ -116,16 +116,11 @@ def stuck_tasks(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Finding]
         )
 
 
-def _critical_names(th: Thresholds) -> set[str]:
-    return set(th.critical_queues) | {scrub(name) for name in th.critical_queues}
-
-
 def high_latency(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Finding]:
-    critical = _critical_names(th)
     for q in sample.queues:
         if q.latency_sec is None or q.latency_sec <= th.max_wait_time_seconds:
             continue
-        is_critical = q.name in critical or q.name.split("~", 1)[0] in critical
+        is_critical = names_queue(th.critical_queues, q.name)
         bound = "at least " if q.latency_is_lower_bound else ""
         yield Finding(
             type="high_latency",
