@@ -114,7 +114,7 @@ TEMPLATE = (
 
 
 def _check_deps(url: str, **overrides: object) -> tuple[Any, Any]:
-    """Settings and dependencies for checks of ``url``, after two warm-up checks."""
+    """Settings and dependencies for checks of ``url``, after one warm-up check."""
     from chalicelib.cli import make_deps
     from chalicelib.runner import run_check
     from chalicelib.settings import load_settings

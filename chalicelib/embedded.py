@@ -61,9 +61,8 @@ def _terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 class RedisServer:
     """A private redis-server on a free loopback port."""
 
-    def __init__(self, *, password: str | None = None, extra: Sequence[str] = ()) -> None:
+    def __init__(self, *, password: str | None = None) -> None:
         self.password = password
-        self.extra = list(extra)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
@@ -102,7 +101,6 @@ class RedisServer:
             ]
             if self.password:
                 args += ["--requirepass", self.password]
-            args += self.extra
             self.proc = subprocess.Popen(
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
             )
@@ -155,7 +153,6 @@ class Worker:
         queues: Sequence[str] = ("celery",),
         env: dict[str, str] | None = None,
         cwd: str | None = None,
-        extra: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.broker = broker
@@ -165,7 +162,6 @@ class Worker:
         self.queues = list(queues)
         self.env = env or {}
         self.cwd = cwd
-        self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: str | None = None
 
@@ -195,7 +191,6 @@ class Worker:
             "--without-gossip",
             "-l",
             "warning",
-            *self.extra,
         ]
         self.proc = subprocess.Popen(
             args,

@@ -122,7 +122,7 @@ def checker(redis_server: RedisServer, tmp_path: Path) -> Callable[..., Checker]
     return make
 
 
-def producer(broker: str, **env: str) -> Any:
+def producer(broker: str) -> Any:
     """The planted-data Celery app, pointed at ``broker``, for enqueueing from a test."""
     from chalicelib.embedded import point_app_at
     from tests.support import pii_app

@@ -39,6 +39,9 @@ def check(url, state, slack, pd, *extra):
     for secret in (SLACK_TOKEN, ROUTING_KEY, "sl4ck"):
         assert secret not in proc.stdout and secret not in proc.stderr
     assert "Traceback" not in proc.stderr
+    # What the command prints (the document, the dry-run and delivery lines) holds no
+    # planted data either, not only what the channels receive.
+    assert scan({"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()}) == []
     return proc
 
 

@@ -148,9 +148,7 @@ def test_queue_choice_is_deterministic_and_pins_come_first():
 def test_a_pinned_queue_is_found_under_its_sanitized_name():
     # Pins are configured with raw names; the payload holds scrubbed ones, suffixed when two
     # raw names scrub alike.
-    queues = [
-        {"name": n, "depth": 5, "latency_sec": 1.0} for n in ("a", "orders_[id]~q-1a2b", "b")
-    ]
+    queues = [{"name": n, "depth": 5, "latency_sec": 1.0} for n in ("a", "orders_[id]~q-1a2b", "b")]
     chosen = select_queues(queues, 4, pinned={"orders_12345"})
     assert [q["name"] for q in chosen] == ["orders_[id]~q-1a2b", "a"]
 
