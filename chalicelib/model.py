@@ -99,7 +99,6 @@ class UnackedEntry:
 class UnackedRaw:
     total: int
     overdue_total: int
-    oldest_age_sec: float | None
     overdue: tuple[UnackedEntry, ...]
     visibility_timeout_sec: float
 

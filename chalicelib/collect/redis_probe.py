@@ -319,7 +319,6 @@ def _unacked_from(raw: dict[str, Any], vt: float) -> UnackedRaw | None:
     return UnackedRaw(
         total=int(raw.get("n", 0)),
         overdue_total=int(raw.get("o", 0)),
-        oldest_age_sec=_num(raw.get("a")),
         overdue=rows,
         visibility_timeout_sec=vt,
     )

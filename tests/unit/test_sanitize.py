@@ -151,7 +151,6 @@ def test_sanitize_scrubs_names_and_hashes_ids() -> None:
         unacked=UnackedRaw(
             total=1,
             overdue_total=1,
-            oldest_age_sec=7200.0,
             overdue=(UnackedEntry("order-77", "tasks.process_user_98765", "emails-x@y.com", 7200),),
             visibility_timeout_sec=3600.0,
         ),

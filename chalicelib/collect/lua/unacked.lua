@@ -30,9 +30,6 @@ if type(total) == 'table' then
 end
 local ceil = now - vt
 local overdue = redis.call('ZCOUNT', KEYS[1], '-inf', ceil)
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local oldest = cjson.null
-if #first == 2 then oldest = age(first[2]) or cjson.null end
 
 local rows = {}
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ceil, 'WITHSCORES', 'LIMIT', 0, max_rows)
@@ -53,4 +50,4 @@ for i = 1, #found, 2 do
   rows[#rows + 1] = entry
 end
 
-return cjson.encode({n = total, o = overdue, a = oldest, r = rows})
+return cjson.encode({n = total, o = overdue, r = rows})
