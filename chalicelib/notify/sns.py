@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..alerting import RESOLVE, Notification
+from ..alerting import RESOLVE, TRIGGER, Notification, notification_id
 from ..model import Severity
+from ..sanitize import parse_time, scrub
 from . import email
 from .base import NotifyError, alert_document, from_document, truncate
 
@@ -171,17 +173,53 @@ def record_message(record: Mapping[str, Any]) -> str:
     return str(sns["Message"])
 
 
-def parse_record(record: Mapping[str, Any]) -> Notification:
-    """The notification an SNS record carries; raises ValueError on anything else."""
+def parse_record(record: Mapping[str, Any]) -> Notification | None:
+    """The notification an SNS record carries, None for an alarm state that is not sent;
+    raises ValueError on anything else.
+
+    Two kinds of message reach the topic: Doorman's alert documents, and the state changes
+    of the stack's own CloudWatch alarms (no check running, function errors, dead letters).
+    """
     message = record_message(record)
     try:
         doc = json.loads(message)
         if not isinstance(doc, dict):
             raise ValueError("not an object")
+        if "AlarmName" in doc and "NewStateValue" in doc:
+            return alarm_notification(doc)
         return from_document(doc)
     except (TypeError, KeyError, ValueError) as exc:
         # Only the kind of error: a ValueError's text can quote the field (a severity, say).
         raise ValueError(f"not a Doorman notification ({type(exc).__name__})") from None
+
+
+def alarm_notification(doc: Mapping[str, Any]) -> Notification | None:
+    """A CloudWatch alarm's state change as a critical notification: ALARM triggers and OK
+    resolves (keyed by the alarm, so PagerDuty closes the incident it opened); other states
+    (INSUFFICIENT_DATA) are not sent. The texts are AWS's, about Doorman's own metrics; they
+    are scrubbed all the same."""
+    state = doc["NewStateValue"]
+    action = {"ALARM": TRIGGER, "OK": RESOLVE}.get(state) if isinstance(state, str) else None
+    if action is None:
+        return None
+    name = truncate(scrub(str(doc["AlarmName"])), 200)
+    at = parse_time(str(doc.get("StateChangeTime", "")).replace("+0000", "+00:00"))
+    at = at if at is not None else time.time()
+    key = f"aws_alarm:{name}"
+    reason = truncate(scrub(str(doc.get("NewStateReason") or "")), 2000)
+    return Notification(
+        id=notification_id(key, action, at),
+        action=action,
+        key=key,
+        type="aws_alarm",
+        severity=Severity.CRITICAL,
+        target=name,
+        title=f"CloudWatch alarm {name}" + (" is back to OK" if action == RESOLVE else ""),
+        message=reason or f"{name} went to {state}",
+        at=at,
+        subject=name,
+        details={"state": state},
+    )
 
 
 def handle_records(
@@ -211,6 +249,9 @@ def handle_records(
         except ValueError as exc:
             log.error("%s: skipping a record: %s", channel, exc)
             outcomes.append(Outcome(None, "invalid", str(exc)))
+            continue
+        if note is None:
+            outcomes.append(Outcome(None, "skipped"))
             continue
         if note.severity < min_severity and not (always_resolve and note.action == RESOLVE):
             outcomes.append(Outcome(note.id, "skipped"))

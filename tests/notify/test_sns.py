@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.cli import make_deps
 from chalicelib.model import Severity
+from chalicelib.notify import pagerduty
 from chalicelib.notify.base import NotifyError
 from chalicelib.notify.pagerduty import PagerDutyChannel
 from chalicelib.notify.slack import SlackChannel
@@ -216,3 +217,45 @@ def test_a_missing_topic_is_a_permanent_publish_error(moto_server):
         assert info.value.permanent
     finally:
         sns.close()
+
+
+def alarm_record(
+    state: str, reason: str = "Threshold Crossed: 3 datapoints were below 1.0"
+) -> dict:
+    """An SNS record as CloudWatch sends an alarm's state change to the topic."""
+    message = {
+        "AlarmName": "doorman-dev-no-check",
+        "AlarmDescription": "No check succeeded",
+        "NewStateValue": state,
+        "NewStateReason": reason,
+        "StateChangeTime": "2026-11-22T03:00:00.000+0000",
+        "OldStateValue": "OK",
+        "Trigger": {"MetricName": "CheckSucceeded", "Namespace": "Doorman"},
+    }
+    return {"Sns": {"Message": json.dumps(message)}}
+
+
+def test_the_stacks_own_alarms_reach_slack_and_pagerduty(recorder, fast):
+    """The watchdog (no check running) and the error alarms publish to the alert topic: the
+    subscribers send ALARM as a trigger and OK as its resolve, keyed by the alarm."""
+    records = [
+        alarm_record("ALARM", reason="seen by ops@example.com"),
+        alarm_record("INSUFFICIENT_DATA"),
+        alarm_record("OK"),
+    ]
+    slack = recorder(default=Reply(200, b"ok"))
+    pd = recorder(default=Reply(202, b"{}"))
+    slack_out = handle_sns_for_slack(records, SlackChannel(slack.url, fast).send, seen=SeenIds())
+    pd_out = handle_sns_for_pagerduty(records, PagerDutyChannel(KEY, pd.url, fast).send)
+    assert [o.status for o in slack_out] == ["sent", "skipped", "sent"]
+    assert [o.status for o in pd_out] == ["sent", "skipped", "sent"]
+    for message in slack.bodies():
+        check_slack(message)
+    assert "doorman-dev-no-check" in json.dumps(slack.bodies()[0])
+    events = pd.bodies()
+    for event in events:
+        check_pagerduty(event, KEY)
+    assert [e["event_action"] for e in events] == ["trigger", "resolve"]
+    assert events[0]["dedup_key"] == events[1]["dedup_key"]
+    assert events[0]["payload"]["severity"] == pagerduty.SEVERITY[Severity.CRITICAL]
+    assert "ops@example.com" not in json.dumps(slack.bodies()) + json.dumps(events)
