@@ -19,11 +19,11 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TextIO
 
 from .alerting import Notification
-from .notify.base import NotifyError, Skipped
+from .notify.base import NotifyError, SeenIds, Skipped
 from .state import StateError, StateStore
 from .state.base import OutboxItem
 
@@ -45,19 +45,10 @@ class Delivery:
 
 
 @dataclass
-class DeliveryLog:
+class DeliveryLog(SeenIds):
     """(item id, channel) pairs already settled in this process; bounded."""
 
-    settled: dict[tuple[str, str], None] = field(default_factory=dict)
     capacity: int = 10_000
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.settled
-
-    def add(self, item_id: str, channel: str) -> None:
-        self.settled[(item_id, channel)] = None
-        while len(self.settled) > self.capacity:
-            self.settled.pop(next(iter(self.settled)))
 
 
 def console_line(note: Notification) -> str:
@@ -116,7 +107,7 @@ def deliver_outbox(
                 send(item.notification)
             except Skipped:
                 results.append(Delivery(item.id, name, True, skipped=True))
-                memo.add(item.id, name)
+                memo.add((item.id, name))
                 took.append(name)
                 continue
             except Exception as exc:  # one broken channel never stops the others
@@ -124,7 +115,7 @@ def deliver_outbox(
                 results.append(Delivery(item.id, name, False, text, permanent))
                 if permanent:
                     log.error("delivery to %s failed permanently: %s", name, text)
-                    memo.add(item.id, name)
+                    memo.add((item.id, name))
                     took.append(name)
                 else:
                     log.error("delivery to %s failed, retried next check: %s", name, text)
@@ -132,7 +123,7 @@ def deliver_outbox(
                     settled = False
                 continue
             results.append(Delivery(item.id, name, True))
-            memo.add(item.id, name)
+            memo.add((item.id, name))
             took.append(name)
         if not settled and now() - item.created_at > max_age:
             log.error("giving up a notification unsent for %.0f s", now() - item.created_at)

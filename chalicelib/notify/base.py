@@ -13,10 +13,12 @@ import email.utils
 import json
 import logging
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Collection, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -233,6 +235,27 @@ def alert_document(note: Notification) -> dict[str, Any]:
     doc["at_iso"] = iso(note.at)
     doc["since_iso"] = iso(note.since)
     return doc
+
+
+@dataclass
+class SeenIds:
+    """A bounded, thread-safe set of what this process already delivered (notification
+    ids, or (outbox item, channel) pairs); the oldest entries go first."""
+
+    capacity: int = 2048
+    _ids: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __contains__(self, item: object) -> bool:
+        with self._lock:
+            return item in self._ids
+
+    def add(self, item: Hashable) -> None:
+        with self._lock:
+            self._ids[item] = None
+            self._ids.move_to_end(item)
+            while len(self._ids) > self.capacity:
+                self._ids.popitem(last=False)
 
 
 def from_document(doc: Mapping[str, Any]) -> Notification:

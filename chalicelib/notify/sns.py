@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..alerting import RESOLVE, TRIGGER, Notification, notification_id
 from ..model import Severity
 from ..sanitize import parse_time, scrub
 from . import email
-from .base import NotifyError, alert_document, from_document, truncate
+from .base import NotifyError, SeenIds, alert_document, from_document, truncate
 
 log = logging.getLogger("doorman.notify")
 
@@ -131,26 +129,6 @@ class SnsPublisher:
 
 
 # --- subscribers ----------------------------------------------------------------------------
-
-
-@dataclass
-class SeenIds:
-    """A bounded, thread-safe set of notification ids this container has delivered."""
-
-    capacity: int = 2048
-    _ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __contains__(self, item: object) -> bool:
-        with self._lock:
-            return item in self._ids
-
-    def add(self, item: str) -> None:
-        with self._lock:
-            self._ids[item] = None
-            self._ids.move_to_end(item)
-            while len(self._ids) > self.capacity:
-                self._ids.popitem(last=False)
 
 
 # One per container: outlives an invocation, not a cold start.
