@@ -102,16 +102,20 @@ class Checker:
         return load_settings(environ={}, overrides=values)
 
     def check(self, **more: Any) -> dict[str, Any]:
-        from chalicelib.cli import make_deps
+        return check_once(self.settings(**more))
 
-        settings = self.settings(**more)
-        deps = make_deps(settings)
-        try:
-            return run_check(settings, deps).payload
-        finally:
-            deps.collector.close()
-            if deps.store is not None:
-                deps.store.close()
+
+def check_once(settings: Any) -> dict[str, Any]:
+    """One in-process check with the local (SQLite) store, as ``doorman check`` runs it."""
+    from chalicelib.cli import make_deps
+
+    deps = make_deps(settings)
+    try:
+        return run_check(settings, deps).payload
+    finally:
+        deps.collector.close()
+        if deps.store is not None:
+            deps.store.close()
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chalicelib.cli import make_deps
 from chalicelib.runner import Deps, run_check
 from chalicelib.sanitize import Hasher
 from chalicelib.settings import load_settings
+from tests.conftest import check_once
 
 SECRET = "fault-secret"
 # Short timeouts: every fault must be bounded by them.
@@ -30,14 +30,7 @@ def settings(url: str, state: Path | None = None, **more: Any) -> Any:
 
 def local_check(url: str, state: Path, **more: Any) -> dict[str, Any]:
     """One in-process check with the local (SQLite) store, as ``doorman check`` runs it."""
-    s = settings(url, state, **more)
-    deps = make_deps(s)
-    try:
-        return run_check(s, deps).payload
-    finally:
-        deps.collector.close()
-        if deps.store is not None:
-            deps.store.close()
+    return check_once(settings(url, state, **more))
 
 
 def check_with_store(url: str, store: Any, **more: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from chalicelib.sanitize import Hasher
-from tests.conftest import parse_one_json, producer, run_cli
+from tests.conftest import parse_one_json, producer, run_cli, wait_until
 from tests.support import pii_app
 
 WORKER_NAME = "jane@" + pii_app.PLANTED_WORKER_HOST
@@ -78,15 +78,6 @@ def scan(blobs: dict[str, bytes]) -> list[tuple[str, str]]:
             if needle.encode().lower() in lowered:
                 found.append((where, needle))
     return found
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def plant_unacked(client: redis.Redis, app: Any, task_id: str, age: float) -> None:
