@@ -684,23 +684,64 @@ def _build(values: Mapping[str, Any]) -> Settings:
 
 # --- deployment wiring -------------------------------------------------------------------------
 
-DEFAULT_TOPIC_NAME = "doorman-alerts"
-# A stream ARN that AWS rejects: deploying without DOORMAN_STREAM_ARN fails loudly.
+# The value .chalice/config.json holds until scripts/deploy fills in the stack's outputs.
+DEPLOY_PLACEHOLDER = "set-by-scripts/deploy"
+# Used only when app.py is imported outside Chalice's commands and Lambda (tests, local tools):
+# Chalice never reads them there.
 UNSET_STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/doorman-unset/stream/unset"
+UNSET_TOPIC_ARN = "arn:aws:sns:us-east-1:000000000000:doorman-unset"
+_PARTITION_REGION_ACCOUNT = r"arn:aws(?:-[a-z]+)*:{service}:[a-z]{{2}}(?:-[a-z]+)+-\d:\d{{12}}:"
+_ARN_FORMS = {
+    "DOORMAN_STREAM_ARN": (
+        "a DynamoDB stream ARN (arn:aws:dynamodb:<region>:<account>:table/<table>/stream/<label>)",
+        re.compile(
+            _PARTITION_REGION_ACCOUNT.format(service="dynamodb")
+            + r"table/[A-Za-z0-9_.-]{3,255}/stream/[A-Za-z0-9_.:-]{1,64}"
+        ),
+    ),
+    "DOORMAN_TOPIC_ARN": (
+        "an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)",
+        re.compile(
+            _PARTITION_REGION_ACCOUNT.format(service="sns") + r"[A-Za-z0-9_-]{1,256}(?:\.fifo)?"
+        ),
+    ),
+}
 
 
 @dataclass(frozen=True)
 class EventSources:
-    """What Chalice's decorators subscribe to, fixed when ``app.py`` is imported (at deploy,
-    from the deployer's environment; at run time the values are not used)."""
+    """What Chalice's decorators subscribe to, fixed when ``app.py`` is imported: by
+    ``chalice deploy``/``package`` (the stage's environment variables) and in Lambda."""
 
     stream_arn: str
     topic: str
 
 
 def event_sources(environ: Mapping[str, str] | None = None) -> EventSources:
+    """The outbox stream and the alert topic from DOORMAN_STREAM_ARN and DOORMAN_TOPIC_ARN.
+
+    Raises ConfigError naming the variable when a value is the deploy placeholder or not an
+    ARN of its kind, or when it is unset under a Chalice command (AWS_CHALICE_CLI_MODE) or in
+    Lambda: Chalice creates the functions one by one, so a bad event source found by AWS
+    would leave a half-deployed stage; found here, nothing is created."""
     env = os.environ if environ is None else environ
+    deploying = bool(env.get("AWS_CHALICE_CLI_MODE") or env.get("AWS_LAMBDA_FUNCTION_NAME"))
+    values: dict[str, str] = {}
+    for name, (form, pattern) in _ARN_FORMS.items():
+        value = env.get(name, "")
+        if not value:
+            if deploying:
+                raise ConfigError(f"{name} is not set: it must be {form}")
+        elif value == DEPLOY_PLACEHOLDER:
+            raise ConfigError(
+                f"{name} is still the placeholder {DEPLOY_PLACEHOLDER!r}: deploy with "
+                "scripts/deploy, which fills it in from the stack's outputs"
+            )
+        elif not pattern.fullmatch(value):
+            shown = value[:120].encode("unicode_escape").decode("ascii")
+            raise ConfigError(f"{name} is not {form}: {shown!r}")
+        values[name] = value
     return EventSources(
-        stream_arn=env.get("DOORMAN_STREAM_ARN") or UNSET_STREAM_ARN,
-        topic=env.get("DOORMAN_SNS_TOPIC") or DEFAULT_TOPIC_NAME,
+        stream_arn=values["DOORMAN_STREAM_ARN"] or UNSET_STREAM_ARN,
+        topic=values["DOORMAN_TOPIC_ARN"] or UNSET_TOPIC_ARN,
     )
