@@ -8,6 +8,7 @@ validation error is a :class:`ConfigError` whose message names the offending key
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
