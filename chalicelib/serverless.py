@@ -268,7 +268,10 @@ def dispatch_records(
     At the first transient failure the dispatcher stops: that record and every later one are
     reported failed. Lambda resumes a stream at the first failed record anyway, so sending the
     later ones would only duplicate them, and it would reorder a trigger and its resolve.
-    A permanent failure (SNS refuses the message for good) is logged and dropped.
+    A permanent failure (SNS refuses this message itself, see ``notify.sns.is_permanent``)
+    and an unreadable outbox item are logged and dropped, counted in ``dropped``: holding
+    them would block every later alert of the shard, and ``DispatchDropped`` has an alarm of
+    its own. A missing topic or denied access is transient: retried through the stream.
     """
     report = DispatchReport()
     seen: set[str] = set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -83,22 +84,30 @@ def publish_request(note: Notification, topic_arn: str) -> dict[str, Any]:
     }
 
 
-# Error codes of SNS that a retry will not fix.
-_PERMANENT_CODES = frozenset(
-    {
-        "InvalidParameter",
-        "InvalidParameterValue",
-        "ParameterValueInvalid",
-        "NotFound",
-        "AuthorizationError",
-        "AccessDenied",
-        "AccessDeniedException",
-        "InvalidClientTokenId",
-        "KMSDisabled",
-        "KMSNotFound",
-        "KMSInvalidState",
-    }
+# Publish errors (botocore's SNS service model) by which SNS refuses the message itself, a
+# too-long message or a malformed attribute: sending it again fails the same way, and holding
+# it in the stream would block every later alert of the shard. Such a message is dropped and
+# counted (``DispatchDropped``, whose alarm fires on any drop). Every other error is about
+# the topic, the account or the service, and equally fatal for every message: a missing topic
+# (``NotFound``), access (``AuthorizationError``, ``AccessDenied``, ``InvalidClientTokenId``,
+# ``InvalidSecurity``), the topic's KMS key (``KMS*``), throttling, internal errors and any
+# code not known here. Those are retried through the stream until the setup is fixed (the
+# retry and iterator-age alarms fire meanwhile; after the last retry the mapping's
+# on-failure destination keeps the batch and its own alarm fires).
+_MESSAGE_REFUSED_CODES = frozenset(
+    {"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid", "ValidationException"}
 )
+# ``arn:<partition>:sns:<region>:<account>:<topic>``
+_TOPIC_ARN = re.compile(r"arn:aws[\w-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}(\.fifo)?")
+
+
+def is_permanent(code: str, message: str) -> bool:
+    """True when SNS refused the message itself (see ``_MESSAGE_REFUSED_CODES``); False for
+    every error a fixed topic, policy or key would cure. An invalid-parameter error about the
+    topic ARN is the configuration's, not the message's: retried."""
+    if code not in _MESSAGE_REFUSED_CODES:
+        return False
+    return "topicarn" not in message.lower().replace(" ", "")
 
 
 @dataclass(frozen=True)
@@ -110,20 +119,30 @@ class SnsPublisher:
     name: str = "sns"
 
     def send(self, note: Notification) -> None:
-        """Publish ``note``; raises NotifyError (permanent for parameter and access errors)."""
+        """Publish ``note``. Raises NotifyError: permanent only when SNS refused this message
+        (:func:`is_permanent`); transient for the topic, access, KMS, throttling, service and
+        connection errors, and for a configured topic ARN that is not one (not sent)."""
+        if not _TOPIC_ARN.fullmatch(self.topic_arn):
+            # Not named: a placeholder or a mangled value is the deploy's to fix.
+            raise NotifyError(
+                f"{self.name}: the topic ARN is not an SNS topic ARN", permanent=False
+            )
         try:
             self.client.publish(**publish_request(note, self.topic_arn))
         except Exception as exc:
             response = getattr(exc, "response", None)
             code = ""
+            text = ""
             status = None
             if isinstance(response, Mapping):
-                code = str(response.get("Error", {}).get("Code", ""))
+                error = response.get("Error", {})
+                code = str(error.get("Code", ""))
+                text = str(error.get("Message", ""))
                 status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             kind = code or type(exc).__name__
             raise NotifyError(
                 f"{self.name}: publish failed ({kind})",
-                permanent=code in _PERMANENT_CODES,
+                permanent=is_permanent(code, text),
                 status=status if isinstance(status, int) else None,
             ) from None
 

@@ -4,16 +4,21 @@ Lambda to retry (partial batch response, or the whole batch by raising)."""
 from __future__ import annotations
 
 import json
+import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import boto3
 import pytest
 
 from chalicelib.alerting import Notification
 from chalicelib.notify.base import NotifyError
+from chalicelib.notify.sns import SnsPublisher, is_permanent
 from chalicelib.serverless import DispatchFailed, dispatch_records
 from tests.aws.conftest import Topic
 from tests.notify.notes import note
+from tests.support.moto_server import REGION, MotoServer, aws
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-01-01T00:00:00.000"
 
@@ -128,3 +133,149 @@ def test_sns_out_of_reach_is_retried_by_lambda(dispatch_env, monkeypatch, partia
         else:
             with pytest.raises(DispatchFailed):
                 client.lambda_.invoke("dispatch", event)
+
+
+# --- what SNS refuses: retried through the stream, or dropped with an alarm -------------------
+
+
+def publish_error_codes() -> dict[str, str]:
+    """Every error shape of SNS ``Publish`` in botocore's service model: code -> shape name."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sns")
+    return {
+        shape.metadata["error"]["code"]: shape.name
+        for shape in model.operation_model("Publish").error_shapes
+    }
+
+
+# SNS refuses the message itself: sending it again fails the same way, and holding it would
+# block every later alert of the shard. Everything else is the topic's or the account's fault.
+MESSAGE_REFUSED = {"InvalidParameter", "ParameterValueInvalid", "ValidationException"}
+
+
+def test_every_publish_error_of_the_sns_model_is_classified():
+    codes = publish_error_codes()
+    # The model still has the shapes this classification was written against.
+    assert set(codes) >= MESSAGE_REFUSED
+    assert {"NotFound", "AuthorizationError", "KMSAccessDenied", "InternalError"} <= set(codes)
+    for code in codes:
+        assert is_permanent(code, "Invalid parameter: Message too long") == (
+            code in MESSAGE_REFUSED
+        ), code
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("NotFound", "Topic does not exist"),
+        ("AuthorizationError", "User: x is not authorized to perform: SNS:Publish"),
+        ("AccessDenied", "User: x is not authorized to perform: sns:Publish"),
+        ("AccessDeniedException", ""),
+        ("InvalidClientTokenId", ""),
+        ("ExpiredToken", ""),
+        ("InvalidSecurity", ""),
+        ("KMSDisabled", ""),
+        ("KMSNotFound", ""),
+        ("KMSInvalidState", ""),
+        ("KMSAccessDenied", ""),
+        ("Throttling", "Rate exceeded"),
+        ("InternalError", ""),
+        ("SomethingNew", ""),
+        ("", ""),  # no answer at all (connection refused, timeout)
+        # A malformed topic ARN is the configuration's fault, not the message's.
+        ("InvalidParameter", "Invalid parameter: TopicArn"),
+    ],
+)
+def test_topic_and_access_errors_are_retried_not_dropped(code, message):
+    assert not is_permanent(code, message)
+
+
+def test_a_message_sns_refuses_is_dropped_for_good():
+    assert is_permanent("InvalidParameter", "Invalid parameter: Message too long")
+    assert is_permanent("ParameterValueInvalid", "")
+
+
+def test_a_topic_arn_that_is_not_one_is_retried_without_calling_sns():
+    calls: list[dict[str, Any]] = []
+
+    class Client:
+        def publish(self, **kwargs: Any) -> None:
+            calls.append(kwargs)
+
+    with pytest.raises(NotifyError) as raised:
+        SnsPublisher(Client(), "set-by-scripts/deploy").send(note())
+    assert raised.value.permanent is False
+    assert "topic" in raised.value.message and "set-by-scripts" not in raised.value.message
+    assert calls == []
+
+
+def test_a_wrong_topic_arn_is_retried_through_the_stream(dispatch_env, topic, monkeypatch, caplog):
+    n = note()
+    event = {"Records": [record(1, "SAMPLE"), record(2, f"OUTBOX#1#{n.id}", n)]}
+    # A well-formed ARN of a topic that does not exist (another stage's, a deleted stack's).
+    monkeypatch.setenv("DOORMAN_TOPIC_ARN", topic.arn.rsplit(":", 1)[0] + ":doorman-no-such-topic")
+    with dispatch_env() as client:
+        payload = client.lambda_.invoke("dispatch", event).payload
+    assert payload == {"batchItemFailures": [{"itemIdentifier": "1002"}]}
+    assert "NotFound" in caplog.text and "dropped" not in caplog.text
+    assert topic.envelopes(0, timeout=0.5) == []
+
+
+class DeniedUser:
+    """An IAM user of the moto server whose policy allows ``sns:Publish`` on another topic
+    only (a policy that does not match the deployed topic), and the server's IAM checks on
+    for as long as the context lasts. moto evaluates identity policies, not topic policies."""
+
+    def __init__(self, server: MotoServer) -> None:
+        self.server = server
+        self.iam = aws(server, "iam")
+        self.name = "dispatch-" + uuid.uuid4().hex[:8]
+
+    def _auth(self, count: str) -> None:
+        request = urllib.request.Request(  # noqa: S310 - the loopback moto server
+            self.server.endpoint_url + "/moto-api/reset-auth",
+            data=count.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+            assert response.status == 200
+
+    def __enter__(self) -> dict[str, str]:
+        self.iam.create_user(UserName=self.name)
+        other = f"arn:aws:sns:{REGION}:123456789012:doorman-some-other-topic"
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sns:Publish", "Resource": other}],
+        }
+        self.iam.put_user_policy(
+            UserName=self.name, PolicyName="publish", PolicyDocument=json.dumps(policy)
+        )
+        key = self.iam.create_access_key(UserName=self.name)["AccessKey"]
+        self._auth("0")  # from the next request on, every request is checked
+        return {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
+
+    def __exit__(self, *exc: object) -> None:
+        self._auth("inf")
+        self.iam.close()
+
+
+def test_a_policy_that_denies_publish_is_retried_through_the_stream(
+    dispatch_env, moto_server, topic, monkeypatch, caplog
+):
+    n = note()
+    event = {"Records": [record(1, "SAMPLE"), record(2, f"OUTBOX#1#{n.id}", n)]}
+    with DeniedUser(moto_server) as credentials:
+        for name, value in credentials.items():
+            monkeypatch.setenv(name, value)
+        # A cold start: boto3's default session keeps the credentials it resolved first.
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        with dispatch_env() as client:
+            payload = client.lambda_.invoke("dispatch", event).payload
+    assert payload == {"batchItemFailures": [{"itemIdentifier": "1002"}]}
+    assert "AccessDenied" in caplog.text and "dropped" not in caplog.text
+    assert topic.envelopes(0, timeout=0.5) == []

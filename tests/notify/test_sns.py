@@ -209,12 +209,13 @@ def test_a_bad_field_value_is_never_quoted_in_the_log(caplog):
     assert caplog.records and "hunter2" not in caplog.text
 
 
-def test_a_missing_topic_is_a_permanent_publish_error(moto_server):
+def test_a_missing_topic_is_a_transient_publish_error(moto_server):
+    # A wrong topic ARN is the deploy's fault, the same for every alert: retried, not dropped.
     sns = aws(moto_server, "sns")
     try:
         with pytest.raises(NotifyError) as info:
             SnsPublisher(sns, f"arn:aws:sns:{REGION}:123456789012:missing").send(note())
-        assert info.value.permanent
+        assert not info.value.permanent
     finally:
         sns.close()
 
