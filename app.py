@@ -111,7 +111,14 @@ def check(event: Any) -> dict[str, Any]:
     return {"budget_seconds": round(budget, 3), "targets": [o.summary() for o in outcomes]}
 
 
-@app.on_dynamodb_record(stream_arn=_SOURCES.stream_arn, batch_size=100, name="dispatch")
+# TRIM_HORIZON: the mapping starts at the oldest record the stream keeps (24 h), so the
+# notifications checks commit before it exists (first deploy) are published too.
+@app.on_dynamodb_record(
+    stream_arn=_SOURCES.stream_arn,
+    batch_size=100,
+    starting_position="TRIM_HORIZON",
+    name="dispatch",
+)
 def dispatch(event: Any) -> dict[str, Any]:
     """Publish new outbox items to the SNS topic; failed records are retried by Lambda."""
     from chalicelib.notify.sns import SnsPublisher
