@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ NETWORK_INTERFACE_ACTIONS = {
     "ec2:deletenetworkinterface",
     "ec2:assignprivateipaddresses",
     "ec2:unassignprivateipaddresses",
+    "ec2:describesubnets",
 }
 
 
@@ -165,60 +168,300 @@ def test_policy_is_least_privilege(path):
                 assert stage in name, f"{path.name}: {resource} is not the stage's resource"
 
 
-# --- Chalice -------------------------------------------------------------------------------------
+# --- the Lambda bundle and the packaged stack -----------------------------------------------------
 
-NETWORK_TROUBLE = re.compile(
-    r"Could not install dependencies|NewConnectionError|Max retries exceeded|"
-    r"Temporary failure in name resolution|Network is unreachable|Connection refused|"
-    r"No matching distribution|ReadTimeout|timed out",
-    re.IGNORECASE,
+BUNDLE = ROOT / "scripts" / "lambda_bundle.py"
+EX_TEMPFAIL = 75
+STACK_PARAMS = {"AppName": "doorman", "Target": "prod"}
+# Left out of the bundle: Celery's command line needs them, a Lambda function never runs it.
+CLI_ONLY_DISTRIBUTIONS = (
+    "click_repl",
+    "click_didyoumean",
+    "click_plugins",
+    "prompt_toolkit",
+    "wcwidth",
 )
+# The doorman command's own modules; app.py never imports them.
+CLI_ONLY_MODULES = ("cli.py", "simulate.py", "demo_app.py", "embedded.py", "state/sqlite.py")
+# What the Lambda runtime itself provides (not bundled).
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "six.py")
+FILLED = {
+    "DOORMAN_TABLE": "doorman-prod",
+    "DOORMAN_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:doorman-prod-alerts",
+    "DOORMAN_STREAM_ARN": (
+        "arn:aws:dynamodb:eu-west-1:123456789012:table/doorman-prod/stream/2026-12-01T00:00:00.000"
+    ),
+}
 
 
-def test_chalice_packages_the_app(tmp_path):
-    project = tmp_path / "project"
-    (project / ".chalice").mkdir(parents=True)
-    shutil.copy(ROOT / "app.py", project)
-    shutil.copy(ROOT / "requirements.txt", project)
-    shutil.copytree(ROOT / "chalicelib", project / "chalicelib")
-    for path in [CHALICE_DIR / "config.json", *policy_files()]:
-        shutil.copy(path, project / ".chalice")
-    if (CHALICE_DIR / "deployments").is_dir():  # chalice's wheel cache: a rerun is quick
-        shutil.copytree(CHALICE_DIR / "deployments", project / ".chalice" / "deployments")
-    # The machine's pip configuration (index, proxy, certificates) is kept; Doorman's own
-    # variables are not, so a developer's DOORMAN_STREAM_ARN never reaches the package.
+def build_bundle(build: Path, env: dict[str, str] | None = None) -> None:
+    """scripts/lambda_bundle.py into ``build``; skips the test when the package index
+    cannot be reached (no wheels, no bundle), fails on any other error."""
+    result = subprocess.run(
+        [sys.executable, str(BUNDLE), str(ROOT), str(build)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    if result.returncode == EX_TEMPFAIL:
+        pytest.skip(f"Lambda wheels could not be downloaded: {result.stderr.strip()[-300:]}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def fill_placeholders(project: Path, stage: str) -> None:
+    """What scripts/deploy and an operator write into the build copy's config."""
+    path = project / ".chalice" / "config.json"
+    cfg = json.loads(path.read_text())
+    stage_cfg = cfg["stages"][stage]
+    stage_cfg["environment_variables"].update(FILLED)
+    check = stage_cfg["lambda_functions"]["check"]
+    check["subnet_ids"] = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+    check["security_group_ids"] = ["sg-0123456789abcdef0"]
+    check["environment_variables"].update(REDIS_URL="rediss://r:6379/0", DOORMAN_HASH_SECRET="x")
+    path.write_text(json.dumps(cfg))
+
+
+@dataclass(frozen=True)
+class Packaged:
+    project: Path
+    out: Path
+    sam: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    """The prod stage built by scripts/lambda_bundle.py and packaged by `chalice package`
+    with .chalice/package-prod.json, placeholders filled."""
+    tmp = tmp_path_factory.mktemp("package")
+    project = tmp / "project"
+    build_bundle(project)
+    fill_placeholders(project, "prod")
+    shutil.copy(CHALICE_DIR / "package-prod.json", project / ".chalice")
+    # Doorman's own variables are not passed: a developer's DOORMAN_STREAM_ARN must not win.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOORMAN_", "AWS_"))}
-    env["AWS_DEFAULT_REGION"] = "us-east-1"
-    out = tmp_path / "out"
-    try:
-        result = subprocess.run(
-            [str(BIN / "chalice"), "package", "--stage", "prod", str(out)],
-            cwd=project,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip("chalice package timed out fetching Lambda wheels (package index slow)")
-    output = result.stdout + result.stderr
-    if result.returncode != 0 and NETWORK_TROUBLE.search(output):
-        print(output[-3000:])
-        pytest.skip(f"chalice package could not fetch Lambda wheels: {output.strip()[-300:]}")
-    assert result.returncode == 0, output
-    sam = json.loads((out / "sam.json").read_text())
-    functions = [
-        key for key, p in sam["Resources"].items() if p["Type"] == "AWS::Serverless::Function"
-    ]
+    env["AWS_DEFAULT_REGION"] = "eu-west-1"
+    out = tmp / "out"
+    merge = ["--merge-template", ".chalice/package-prod.json"]
+    result = subprocess.run(
+        [str(BIN / "chalice"), "package", "--stage", "prod", *merge, str(out)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Packaged(project, out, json.loads((out / "sam.json").read_text()))
+
+
+def functions_of(sam: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        key: r["Properties"]
+        for key, r in sam["Resources"].items()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def stack_names(stage: str) -> tuple[set[str], set[str]]:
+    """The log group names infra/doorman.yaml creates and the FunctionName every alarm
+    watches, for ``stage``."""
+    text = (ROOT / "infra" / "doorman.yaml").read_text()
+    values = {**STACK_PARAMS, "Stage": stage}
+
+    def sub(template: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], template)
+
+    groups = {sub(m) for m in re.findall(r"LogGroupName: !Sub (\S+)", text)}
+    watched = {
+        sub(m)
+        for m in re.findall(r"- Name: FunctionName\s+Value: !Sub (\S+)", text, flags=re.MULTILINE)
+    }
+    return groups, watched
+
+
+def policy_log_groups(stage: str, fn: str) -> set[str]:
+    name = config()["stages"][stage]["lambda_functions"][fn]["iam_policy_file"]
+    doc = json.loads((CHALICE_DIR / name).read_text())
+    (statement,) = [s for s in doc["Statement"] if s.get("Sid") == "OwnLogGroup"]
+    return {r.split(":log-group:")[1] for r in statement["Resource"] if ":log-stream:" not in r}
+
+
+def test_packaged_template_lints_clean(packaged: Packaged):
+    result = subprocess.run(
+        [str(BIN / "cfn-lint"), "--format", "parseable", str(packaged.out / "sam.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_packaged_functions_are_the_ones_the_stack_watches_and_logs(packaged: Packaged):
+    functions = functions_of(packaged.sam)
     assert len(functions) == len(FUNCTIONS), sorted(functions)
-    check = sam["Resources"]["Check"]["Properties"]
+    names = {p.get("FunctionName") for p in functions.values()}
+    groups, watched = stack_names("prod")
+    assert groups == {f"/aws/lambda/{n}" for n in names}
+    assert watched and watched <= names, watched - names
+    # No log group of Chalice's own (it would clash with the stack's, or name no function).
+    kinds = {r["Type"] for r in packaged.sam["Resources"].values()}
+    assert "AWS::Logs::LogGroup" not in kinds
+    # Each role may write to its function's group.
+    roles = {k: r for k, r in packaged.sam["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    for props in functions.values():
+        role = roles[props["Role"]["Fn::GetAtt"][0]]
+        (policy,) = role["Properties"]["Policies"]
+        text = json.dumps(policy["PolicyDocument"])
+        assert f"log-group:/aws/lambda/{props['FunctionName']}:log-stream:*" in text
+
+
+def test_packaged_functions_keep_their_settings(packaged: Packaged):
+    functions = functions_of(packaged.sam)
+    check = functions["Check"]
     assert check["MemorySize"] == 256 and check["Timeout"] == 60
     assert check["VpcConfig"]["SubnetIds"]
-    for key, resource in sam["Resources"].items():
-        if resource["Type"] == "AWS::Serverless::Function" and key != "Check":
-            assert "VpcConfig" not in resource["Properties"], key
-        if resource["Type"] == "AWS::IAM::Role":
-            (policy,) = resource["Properties"]["Policies"]
-            assert policy["PolicyDocument"]["Statement"], key
-    assert (out / "deployment.zip").stat().st_size > 0
+    for key, props in functions.items():
+        if key != "Check":
+            assert "VpcConfig" not in props, key
+
+
+def test_deployed_functions_are_the_ones_the_stack_watches_and_logs():
+    """`chalice deploy` names: Chalice's own application graph for each stage."""
+    from chalice.cli.factory import CLIFactory
+    from chalice.deploy import models
+    from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
+
+    for stage in ("dev", "prod"):
+        factory = CLIFactory(str(ROOT), environ={**FILLED})
+        cfg = factory.create_config_obj(chalice_stage_name=stage)
+        graph = ApplicationGraphBuilder().build(cfg, stage)
+        resources = DependencyBuilder().build_dependencies(graph)
+        functions = {r.resource_name: r for r in resources if isinstance(r, models.LambdaFunction)}
+        assert set(functions) == set(FUNCTIONS)
+        assert not [r for r in resources if isinstance(r, models.LogGroup)]
+        names = {f.function_name for f in functions.values()}
+        groups, watched = stack_names(stage)
+        assert groups == {f"/aws/lambda/{n}" for n in names}
+        assert watched <= names
+        for fn, resource in functions.items():
+            assert policy_log_groups(stage, fn) == {f"/aws/lambda/{resource.function_name}"}
+
+
+def test_package_merge_templates_name_the_functions_as_chalice_deploy_does():
+    for stage in ("dev", "prod"):
+        merge = json.loads((CHALICE_DIR / f"package-{stage}.json").read_text())
+        named = {p["Properties"]["FunctionName"] for p in merge["Resources"].values()}
+        groups, _ = stack_names(stage)
+        assert {f"/aws/lambda/{n}" for n in named} == groups
+
+
+def unpacked(packaged: Packaged, where: Path) -> Path:
+    with zipfile.ZipFile(packaged.out / "deployment.zip") as z:
+        z.extractall(where)
+    return where
+
+
+def test_bundle_leaves_out_cli_only_code_and_dependencies(packaged: Packaged, tmp_path: Path):
+    bundle = unpacked(packaged, tmp_path / "bundle")
+    top = {p.name for p in bundle.iterdir()}
+    for name in CLI_ONLY_DISTRIBUTIONS:
+        assert not [t for t in top if t.lower().startswith(name)], name
+    for name in CLI_ONLY_MODULES:
+        assert not (bundle / "chalicelib" / name).exists(), name
+    assert {"app.py", "chalicelib", "celery", "kombu", "redis", "click"} <= top
+    assert (bundle / "chalicelib" / "collect" / "lua" / "queues.lua").is_file()
+    size = (packaged.out / "deployment.zip").stat().st_size
+    print(f"deployment.zip: {size} bytes")
+
+
+def test_bundle_imports_and_runs_alone(packaged: Packaged, tmp_path: Path):
+    """The unpacked bundle, with only what the Lambda runtime adds (boto3 and its
+    dependencies), imports every module it carries and builds Celery's remote control."""
+    bundle = unpacked(packaged, tmp_path / "bundle")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    import boto3
+
+    site = Path(boto3.__file__).parents[1]
+    for name in RUNTIME_PACKAGES:
+        (runtime / name).symlink_to(site / name)
+    code = f"""
+import importlib, pathlib, sys
+sys.path[:0] = [{str(bundle)!r}, {str(runtime)!r}]
+bundle = pathlib.Path({str(bundle)!r})
+for path in sorted((bundle / "chalicelib").rglob("*.py")):
+    parts = path.relative_to(bundle).with_suffix("").parts
+    importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+import app
+from celery import Celery
+Celery("probe", broker="redis://127.0.0.1:1/0").control
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in {CLI_ONLY_DISTRIBUTIONS!r})
+print("ok", leaked)
+"""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DOORMAN_STREAM_ARN": FILLED["DOORMAN_STREAM_ARN"],
+        "DOORMAN_TOPIC_ARN": FILLED["DOORMAN_TOPIC_ARN"],
+        "AWS_LAMBDA_FUNCTION_NAME": "doorman-prod-check",
+    }
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok []"
+
+
+def test_bundle_build_skips_when_wheels_cannot_be_downloaded(tmp_path: Path):
+    """No package index: the bundle script says so with EX_TEMPFAIL, and the tests that
+    need a bundle skip instead of failing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="2",
+    )
+    with pytest.raises(pytest.skip.Exception, match="could not be downloaded"):
+        build_bundle(tmp_path / "project", env=env)
+
+
+# What each function calls on the table (chalicelib/state/dynamodb.py): the check loads
+# (Query), reads the manifest (GetItem) and commits in one TransactWriteItems of Puts and
+# Deletes, which IAM authorizes as PutItem and DeleteItem; GET /status only loads. The
+# outbox's UpdateItem (mark_delivered, mark_channel) is the doorman command's, never Lambda's.
+DYNAMODB_ACTIONS = {
+    "check": {"dynamodb:query", "dynamodb:getitem", "dynamodb:putitem", "dynamodb:deleteitem"},
+    "api_handler": {"dynamodb:query"},
+}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_table_actions_are_the_ones_the_functions_call(stage):
+    for fn, expected in DYNAMODB_ACTIONS.items():
+        name = config()["stages"][stage]["lambda_functions"][fn]["iam_policy_file"]
+        doc = json.loads((CHALICE_DIR / name).read_text())
+        actions = {
+            a.lower()
+            for s in doc["Statement"]
+            for a in as_list(s["Action"])
+            if a.lower().startswith("dynamodb:")
+            and not any("/stream/" in r for r in as_list(s["Resource"]))
+        }
+        assert actions == expected, f"{name}: {sorted(actions)}"
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_check_may_describe_its_subnets(stage):
+    doc = json.loads((CHALICE_DIR / f"policy-{stage}-check.json").read_text())
+    (vpc,) = [s for s in doc["Statement"] if s["Sid"] == "VpcNetworkInterfaces"]
+    assert "ec2:DescribeSubnets" in vpc["Action"]
