@@ -7,6 +7,7 @@ validation error is a :class:`ConfigError` whose message names the offending key
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -134,11 +135,37 @@ def _parse_seconds(value: Any) -> float:
     return number
 
 
-def _parse_positive_seconds(value: Any) -> float:
-    number = _parse_seconds(value)
-    if number <= 0:
-        raise ValueError("must be greater than zero")
-    return number
+DAY = 86400.0
+
+
+def _seconds_between(low: float, high: float) -> Callable[[Any], float]:
+    """A number of seconds from ``low`` to ``high`` (absurd values are refused by name)."""
+
+    def parse(value: Any) -> float:
+        number = _parse_seconds(value)
+        if not low <= number <= high:
+            raise ValueError(
+                f"must be from {_fmt(low)} to {_fmt(high)} seconds, got {_show(value)}"
+            )
+        return number
+
+    return parse
+
+
+def _count_between(low: int, high: int) -> Callable[[Any], int]:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(value: Any) -> int:
+        number = _parse_count(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be from {low} to {high:,}, got {number}")
+        return number
+
+    return parse
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:g}" if seconds < 1e6 else f"{seconds:.0f}"
 
 
 T = TypeVar("T")
@@ -189,13 +216,18 @@ ALERT_TYPES = (
     "orphaned_tasks",
     "redis_memory",
     "config_risk",
+    "redis_permission",
 )
+
+
+# Checks an alert waits for (to fire, to resolve): more than this is never meant.
+MAX_CHECKS = 100
 
 
 def _parse_checks(value: Any) -> int:
     number = _parse_count(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
+    if not 1 <= number <= MAX_CHECKS:
+        raise ValueError(f"must be from 1 to {MAX_CHECKS}, got {number}")
     return number
 
 
@@ -294,6 +326,123 @@ def _show(value: Any) -> str:
 
 def validate_redis_url(url: str) -> None:
     """Raise ValueError (naming the problem, never the password) unless ``url`` is usable."""
+    parse_redis_url(url)
+
+
+@dataclass(frozen=True)
+class RedisUrl:
+    """A Redis URL as both of Doorman's clients read it: redis-py (``Redis.from_url``, which
+    parses the URL itself) and kombu (remote control, which is handed the same facts in its
+    own terms by the worker probe). Only options of :data:`URL_OPTIONS` get this far."""
+
+    scheme: str  # redis, rediss or unix
+    # The URL's userinfo@host:port exactly as written (percent-encoding kept): both clients
+    # decode it the same way. Empty for a unix socket without credentials.
+    netloc: str = field(repr=False)
+    socket_path: str | None  # unix:// only, percent-encoded as written
+    db: int
+    options: Mapping[str, Any]  # every query option but ``db``, parsed to its value
+
+
+@dataclass(frozen=True)
+class UrlOption:
+    """One query option of a Redis URL.
+
+    ``parse`` turns the text into the value redis-py itself reads from the URL (raising
+    ValueError for anything redis-py would misread or that makes no sense for a check);
+    ``tls``: only on ``rediss://``; ``kombu``: how remote control gets it, one of
+    ``transport`` (a kombu Redis transport option of the same name), ``ssl`` (kombu's ``ssl``
+    mapping, handed to redis-py's SSL connection) or ``none`` (not for kombu: see ``why``)."""
+
+    parse: Callable[[str], Any]
+    kombu: str
+    tls: bool = False
+    why: str = ""
+
+
+# The smallest and largest value of a Redis timeout (seconds), in the URL or the settings.
+REDIS_TIMEOUT_RANGE = (0.1, 30.0)
+_TRUE_WORDS = {"1", "t", "true", "y", "yes"}
+# redis-py's to_bool: these are False, anything else is True ("off" would be True there).
+_FALSE_WORDS = {"0", "f", "false", "n", "no"}
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def _url_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE_WORDS:
+        return True
+    if lowered in _FALSE_WORDS:
+        return False
+    raise ValueError("expected one of 1, 0, true, false, yes, no, t, f, y, n")
+
+
+def _url_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
+def _url_seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not low <= number <= high:  # NaN fails too
+            raise ValueError(f"expected seconds from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
+def _url_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _url_path(text: str) -> str:
+    if not text or "\x00" in text:
+        raise ValueError("expected a file path")
+    return text
+
+
+# Every query option a Redis URL may carry, each working on both connections; any other
+# option is refused at load time. (redis-py reads the values from the URL itself, and its
+# query options win over the keyword arguments Doorman passes.)
+URL_OPTIONS: dict[str, UrlOption] = {
+    "db": UrlOption(_url_int(0, 2**31 - 1), "transport"),  # kombu: the URL's path
+    "socket_timeout": UrlOption(_url_seconds(*REDIS_TIMEOUT_RANGE), "transport"),
+    "socket_connect_timeout": UrlOption(_url_seconds(*REDIS_TIMEOUT_RANGE), "transport"),
+    "socket_keepalive": UrlOption(_url_bool, "transport"),
+    "health_check_interval": UrlOption(_url_int(0, 3600), "transport"),
+    "max_connections": UrlOption(_url_int(1, 10_000), "transport"),
+    "retry_on_timeout": UrlOption(
+        _url_bool, "none", why="Doorman never retries within a check (redis-py: 0 retries)"
+    ),
+    "protocol": UrlOption(
+        _url_choice("2", "3"), "none", why="kombu's Redis transport speaks RESP2 only"
+    ),
+    # redis-py takes exactly these three words (kombu also takes CERT_*; redis-py does not).
+    "ssl_cert_reqs": UrlOption(_url_choice("none", "optional", "required"), "ssl", tls=True),
+    "ssl_ca_certs": UrlOption(_url_path, "ssl", tls=True),
+    "ssl_certfile": UrlOption(_url_path, "ssl", tls=True),
+    "ssl_keyfile": UrlOption(_url_path, "ssl", tls=True),
+    "ssl_ca_path": UrlOption(_url_path, "ssl", tls=True),
+    "ssl_check_hostname": UrlOption(_url_bool, "ssl", tls=True),
+}
+
+
+def parse_redis_url(url: str) -> RedisUrl:
+    """``url`` read once for both clients; raises ValueError naming the problem (and the
+    option), never the password."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -302,11 +451,15 @@ def validate_redis_url(url: str) -> None:
         raise ValueError(
             f"unsupported scheme {parts.scheme!r} (expected redis://, rediss:// or unix://)"
         )
+    if parts.fragment or url.endswith("#"):
+        # Not shown: a '#' in an unescaped password starts a fragment.
+        raise ValueError("has a '#' (a fragment); escape a '#' in the password as %23")
+    options = _parse_query(parts.scheme, parts.query)
+    query_db = options.pop("db", None)
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("unix:// URL has no socket path")
-        _validate_query(parts.scheme, parts.query)
-        return
+        return RedisUrl("unix", parts.netloc, parts.path, query_db or 0, options)
     if not parts.hostname:
         raise ValueError("has no host name")
     try:
@@ -315,63 +468,43 @@ def validate_redis_url(url: str) -> None:
         raise ValueError("has a port that is not a number from 1 to 65535") from None
     if port is not None and not 0 < port < 65536:
         raise ValueError("has a port that is not a number from 1 to 65535")
-    db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        # Not echoed: a password holding an unescaped '@' and '/' ends up in the path.
-        raise ValueError("has a database (the path after the host) that is not a number")
-    _validate_query(parts.scheme, parts.query)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    path_db: int | None = None
+    if path:
+        if not _DIGITS.fullmatch(path):
+            # Not echoed: a password holding an unescaped '@' and '/' ends up in the path.
+            raise ValueError("has a database (the path after the host) that is not a number")
+        path_db = int(path)
+    if path_db is not None and query_db is not None and path_db != query_db:
+        raise ValueError("names two databases (the path and the option 'db')")
+    db = query_db if query_db is not None else path_db
+    return RedisUrl(parts.scheme, parts.netloc, None, db or 0, options)
 
 
-# Options redis-py and kombu both understand in a URL's query string, and how to read them.
-_BOOL_WORDS = {"0", "1", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n"}
-_QUERY_OPTIONS: dict[str, Callable[[str], bool]] = {
-    "db": str.isdigit,
-    # Capped like redis_timeout_seconds: a check must fail fast.
-    "socket_timeout": lambda v: _is_number(v) and float(v) <= 30,
-    "socket_connect_timeout": lambda v: _is_number(v) and float(v) <= 30,
-    "health_check_interval": str.isdigit,
-    "max_connections": str.isdigit,
-    "socket_keepalive": lambda v: v.lower() in _BOOL_WORDS,
-    "retry_on_timeout": lambda v: v.lower() in _BOOL_WORDS,
-    "protocol": lambda v: v in {"2", "3"},
-}
-_TLS_QUERY_OPTIONS: dict[str, Callable[[str], bool]] = {
-    "ssl_cert_reqs": lambda v: (
-        v.lower() in {"none", "optional", "required", "cert_none", "cert_optional", "cert_required"}
-    ),
-    "ssl_ca_certs": bool,
-    "ssl_certfile": bool,
-    "ssl_keyfile": bool,
-    "ssl_ca_path": bool,
-    "ssl_check_hostname": lambda v: v.lower() in _BOOL_WORDS,
-}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return float(text) >= 0
-    except ValueError:
-        return False
-
-
-def _validate_query(scheme: str, query: str) -> None:
-    """Reject query options that would make the Redis client fail later (values never shown)."""
+def _parse_query(scheme: str, query: str) -> dict[str, Any]:
+    """The query options, parsed; raises ValueError naming an unknown, repeated or invalid
+    option and the allowed values (never the value given: a path may be private)."""
     from urllib.parse import parse_qsl
 
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
         raise ValueError("has a query string that cannot be parsed") from None
-    known = dict(_QUERY_OPTIONS)
-    if scheme == "rediss":
-        known.update(_TLS_QUERY_OPTIONS)
+    found: dict[str, Any] = {}
     for name, value in pairs:
-        check = known.get(name)
-        if check is None:
+        option = URL_OPTIONS.get(name)
+        if option is None or (option.tls and scheme != "rediss"):
             shown = name[:30].encode("unicode_escape").decode("ascii")
-            raise ValueError(f"has an unsupported option {shown!r} in its query string")
-        if not check(value):
-            raise ValueError(f"has an invalid value for the option {name!r}")
+            where = " (TLS options need rediss://)" if option is not None else ""
+            raise ValueError(f"has an unsupported option {shown!r} in its query string{where}")
+        if name in found:
+            # redis-py reads the first, kombu the last: one of them would be wrong.
+            raise ValueError(f"has the option {name!r} twice")
+        try:
+            found[name] = option.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"has an invalid value for the option {name!r}: {exc}") from None
+    return found
 
 
 # --- the schema ------------------------------------------------------------------------------
@@ -425,28 +558,39 @@ _FIELDS: dict[str, _Field] = {
         _optional(_parse_url), "CELERY_BROKER_URL", "Celery broker (defaults to redis_url)"
     ),
     "target": _Field(_parse_name, "DOORMAN_TARGET", "name of the watched cluster"),
-    "check_interval_seconds": _Field(_parse_positive_seconds, "CHECK_INTERVAL"),
+    "check_interval_seconds": _Field(_seconds_between(1, DAY), "CHECK_INTERVAL"),
     "monitored_queues": _Field(_parse_names, "DOORMAN_MONITORED_QUEUES"),
     "global_keyprefix": _Field(_parse_text, "DOORMAN_GLOBAL_KEYPREFIX"),
     "privacy.sanitize_task_signatures": _Field(_parse_bool, "DOORMAN_SANITIZE_TASK_SIGNATURES"),
-    "thresholds.max_queue_size": _Field(_parse_count, "MAX_QUEUE_SIZE"),
-    "thresholds.max_wait_time_seconds": _Field(_parse_seconds, "MAX_WAIT_TIME"),
-    "thresholds.max_task_runtime_seconds": _Field(_parse_seconds, "MAX_TASK_RUNTIME"),
+    "thresholds.max_queue_size": _Field(_count_between(0, 10**9), "MAX_QUEUE_SIZE"),
+    "thresholds.max_wait_time_seconds": _Field(_seconds_between(0, 365 * DAY), "MAX_WAIT_TIME"),
+    "thresholds.max_task_runtime_seconds": _Field(
+        _seconds_between(0, 365 * DAY), "MAX_TASK_RUNTIME"
+    ),
     "thresholds.critical_queues": _Field(_parse_names, "DOORMAN_CRITICAL_QUEUES"),
-    "alert_cooldown_seconds": _Field(_parse_seconds, "ALERT_COOLDOWN"),
+    "alert_cooldown_seconds": _Field(_seconds_between(0, 7 * DAY), "ALERT_COOLDOWN"),
     "alert_pending_checks": _Field(_parse_pending_checks, "DOORMAN_ALERT_PENDING_CHECKS"),
     "alert_resolve_after_checks": _Field(_parse_checks, "DOORMAN_ALERT_RESOLVE_AFTER"),
     "hash_secret": _Field(_parse_secret, "DOORMAN_HASH_SECRET"),
     "state_path": _Field(_parse_optional_text, "DOORMAN_STATE"),
     "visibility_timeout_seconds": _Field(
-        _optional(_parse_positive_seconds), "DOORMAN_VISIBILITY_TIMEOUT"
+        _optional(_seconds_between(1, 365 * DAY)), "DOORMAN_VISIBILITY_TIMEOUT"
     ),
-    "redis_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_REDIS_TIMEOUT"),
-    "worker_timeout_seconds": _Field(_parse_positive_seconds, "DOORMAN_WORKER_TIMEOUT"),
-    "worker_discovery_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DISCOVERY"),
-    "worker_forget_after_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_FORGET_AFTER"),
-    "worker_detail_interval_seconds": _Field(_parse_seconds, "DOORMAN_WORKER_DETAIL_INTERVAL"),
-    "max_queues": _Field(_parse_count, "DOORMAN_MAX_QUEUES"),
+    "redis_timeout_seconds": _Field(
+        _seconds_between(*REDIS_TIMEOUT_RANGE), "DOORMAN_REDIS_TIMEOUT"
+    ),
+    # Below 0.1 s no worker can answer (a false "all workers down"); above 30 s a check hangs.
+    "worker_timeout_seconds": _Field(_seconds_between(0.1, 30), "DOORMAN_WORKER_TIMEOUT"),
+    "worker_discovery_interval_seconds": _Field(
+        _seconds_between(0, 7 * DAY), "DOORMAN_WORKER_DISCOVERY"
+    ),
+    "worker_forget_after_seconds": _Field(
+        _seconds_between(1, 30 * DAY), "DOORMAN_WORKER_FORGET_AFTER"
+    ),
+    "worker_detail_interval_seconds": _Field(
+        _seconds_between(0, DAY), "DOORMAN_WORKER_DETAIL_INTERVAL"
+    ),
+    "max_queues": _Field(_count_between(1, 100_000), "DOORMAN_MAX_QUEUES"),
     "slack_webhook_url": _Field(
         _optional(_parse_http_url), "SLACK_WEBHOOK_URL", "Slack incoming webhook (a secret)"
     ),
@@ -478,7 +622,7 @@ _FIELDS: dict[str, _Field] = {
         _parse_optional_text, "DOORMAN_HASH_SECRET_PARAM", "SSM SecureString with the hash secret"
     ),
     "check_budget_seconds": _Field(
-        _parse_positive_seconds, "DOORMAN_CHECK_BUDGET", "seconds one target's check may take"
+        _seconds_between(1, 900), "DOORMAN_CHECK_BUDGET", "seconds one target's check may take"
     ),
     "dispatch_partial_batch": _Field(
         _parse_bool, "DOORMAN_DISPATCH_PARTIAL_BATCH", "report partial stream batch failures"
@@ -675,12 +819,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
             top["sanitize_task_signatures"] = value
         else:
             top[key] = value
-    settings = Settings(thresholds=Thresholds(**thresholds), **top)
-    if settings.worker_timeout_seconds > 30:
-        raise ConfigError("worker_timeout_seconds: must be at most 30 seconds")
-    if settings.redis_timeout_seconds > 30:
-        raise ConfigError("redis_timeout_seconds: must be at most 30 seconds")
-    return settings
+    return Settings(thresholds=Thresholds(**thresholds), **top)
 
 
 # --- deployment wiring -------------------------------------------------------------------------

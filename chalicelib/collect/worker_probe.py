@@ -19,11 +19,56 @@ from typing import Any
 
 from ..model import ActiveTask, ProbeError, WorkerRaw
 from ..sanitize import parse_time
+from ..settings import URL_OPTIONS, parse_redis_url
 
 # Decoy names for kombu's unacked bookkeeping on the probe's own connection. Collecting
 # replies makes kombu's Redis transport run its "restore visible messages" sweep; pointing
 # it at keys nobody uses keeps the probe from reading (or re-queueing) the real ones.
 _DECOY_PREFIX = "doorman.probe."
+
+
+@dataclass(frozen=True)
+class KombuBroker:
+    """What kombu needs to reach the Redis a URL names, in kombu's own terms.
+
+    kombu hands every query option of a broker URL to ``Connection()`` as a keyword, which
+    fails (TypeError) for all but a few; so the URL given to kombu has none, and each option
+    of :data:`~chalicelib.settings.URL_OPTIONS` goes where kombu's Redis transport reads it.
+    """
+
+    url: str = field(repr=False)  # no query options; may hold a password
+    transport_options: dict[str, Any]
+    ssl: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def kombu_broker(broker_url: str) -> KombuBroker:
+    """``broker_url`` (already validated by the settings) translated for kombu.
+
+    The database is the URL's path (kombu reads no ``db`` option); a unix socket is kombu's
+    ``redis+socket://`` form, its database the ``virtual_host`` option; TLS options become
+    kombu's ``ssl`` mapping, with redis-py's default of verifying the certificate (kombu's own
+    default for ``rediss://`` is not to verify it). Raises ValueError for a URL the settings
+    would refuse.
+    """
+    parsed = parse_redis_url(broker_url)
+    transport: dict[str, Any] = {}
+    ssl: dict[str, Any] = {}
+    for name, value in parsed.options.items():
+        where = URL_OPTIONS[name].kombu
+        if where == "transport":
+            transport[name] = value
+        elif where == "ssl":
+            ssl[name] = value
+    if parsed.scheme == "unix":
+        # The unix socket connection of redis-py takes no connect timeout or keepalive.
+        transport.pop("socket_connect_timeout", None)
+        transport.pop("socket_keepalive", None)
+        url = f"redis+socket://{parsed.netloc}{parsed.socket_path}?virtual_host={parsed.db}"
+        return KombuBroker(url, transport)
+    url = f"{parsed.scheme}://{parsed.netloc}/{parsed.db}"
+    if parsed.scheme == "rediss":
+        return KombuBroker(url, transport, {"ssl_cert_reqs": "required", **ssl})
+    return KombuBroker(url, transport)
 
 
 @dataclass
@@ -240,7 +285,8 @@ class WorkerProbe:
         if self._app is None:
             from celery import Celery  # imported lazily: it is the bulk of a cold start
 
-            app = Celery("doorman-probe", broker=self._broker_url, set_as_current=False)
+            broker = kombu_broker(self._broker_url)
+            app = Celery("doorman-probe", broker=broker.url, set_as_current=False)
             options: dict[str, Any] = {
                 "socket_timeout": self._connect_timeout,
                 "socket_connect_timeout": self._connect_timeout,
@@ -255,6 +301,10 @@ class WorkerProbe:
             }
             if self._keyprefix:
                 options["global_keyprefix"] = self._keyprefix
+            # The URL's own options win, as they do for redis-py (Redis.from_url).
+            options.update(broker.transport_options)
+            if broker.ssl is not None:
+                app.conf.broker_use_ssl = broker.ssl
             app.conf.update(
                 broker_transport_options=options,
                 broker_connection_retry=False,

@@ -379,6 +379,22 @@ CLI_CASES: list[tuple[str, list[str], dict[str, str], str | None, str]] = [
     ("bad-yaml", [], {}, "thresholds: {unclosed\n", "not valid YAML"),
     ("env-negative", [], {"MAX_QUEUE_SIZE": "-1"}, None, "MAX_QUEUE_SIZE"),
     ("env-interval", [], {"CHECK_INTERVAL": "often"}, None, "CHECK_INTERVAL"),
+    ("tiny-worker-timeout", [], {}, "worker_timeout_seconds: 1e-9\n", "worker_timeout_seconds"),
+    ("zero-max-queues", [], {"DOORMAN_MAX_QUEUES": "0"}, None, "max_queues"),
+    (
+        "zero-socket-timeout",
+        ["--redis-url", "redis://h:1/0?socket_timeout=0"],
+        {},
+        None,
+        "socket_timeout",
+    ),
+    (
+        "url-option-off",
+        ["--redis-url", "redis://h:1/0?socket_keepalive=off"],
+        {},
+        None,
+        "socket_keepalive",
+    ),
     ("flag-interval", ["--interval", "-4"], {}, None, "--interval"),
     ("missing-file", ["--config", "/nonexistent/doorman.yaml"], {}, None, "not found"),
     ("env-missing-file", [], {"DOORMAN_CONFIG": "/nonexistent/d.yaml"}, None, "DOORMAN_CONFIG"),
@@ -463,3 +479,155 @@ def test_settings_repr_never_shows_a_secret() -> None:
         },
     )
     assert PASSWORD not in repr(settings)
+
+
+# --- bounds: absurd values are refused by name --------------------------------------------
+
+# (key, lowest allowed, highest allowed) of every timeout, interval and count.
+BOUNDS: list[tuple[str, float, float]] = [
+    ("check_interval_seconds", 1, 86400),
+    ("thresholds.max_queue_size", 0, 10**9),
+    ("thresholds.max_wait_time_seconds", 0, 365 * 86400),
+    ("thresholds.max_task_runtime_seconds", 0, 365 * 86400),
+    ("alert_cooldown_seconds", 0, 7 * 86400),
+    ("alert_resolve_after_checks", 1, 100),
+    ("visibility_timeout_seconds", 1, 365 * 86400),
+    ("redis_timeout_seconds", 0.1, 30),
+    ("worker_timeout_seconds", 0.1, 30),
+    ("worker_discovery_interval_seconds", 0, 7 * 86400),
+    ("worker_forget_after_seconds", 1, 30 * 86400),
+    ("worker_detail_interval_seconds", 0, 86400),
+    ("max_queues", 1, 100_000),
+    ("check_budget_seconds", 1, 900),
+]
+
+
+def _outside(value: float, whole: bool, below: bool) -> float:
+    if whole:
+        return int(value) - 1 if below else int(value) + 1
+    return value / 10 if below and value else (-0.001 if below else value * 1.01)
+
+
+@pytest.mark.parametrize(("key", "low", "high"), BOUNDS, ids=[b[0] for b in BOUNDS])
+def test_every_bound_is_enforced_and_named(
+    tmp_path: Path, key: str, low: float, high: float
+) -> None:
+    whole = key in {"thresholds.max_queue_size", "alert_resolve_after_checks", "max_queues"}
+    for edge in (low, high):
+        value = int(edge) if whole else edge
+        settings = load_settings(environ={}, overrides={key: value})
+        got = getattr(
+            settings.thresholds if key.startswith("thresholds.") else settings, key.split(".")[-1]
+        )
+        assert got == value
+    for below in (True, False):
+        bad = _outside(low if below else high, whole, below)
+        with pytest.raises(ConfigError) as info:
+            load_settings(environ={}, overrides={key: bad})
+        message = str(info.value)
+        assert key in message
+        if bad >= 0:  # a negative value is refused as negative
+            assert f"from {low:g} to" in message or f"from {int(low)} to" in message
+
+
+def test_every_timeout_interval_and_count_has_a_bound() -> None:
+    from chalicelib.settings import env_names
+
+    numeric = {
+        key
+        for key in env_names()
+        if key.endswith(("_seconds", "_checks", "max_queues", "max_queue_size"))
+    }
+    # alert_pending_checks (a mapping of counts) is bounded in test_absurd_values_of_the_issue.
+    assert numeric - {"alert_pending_checks"} == {b[0] for b in BOUNDS}
+
+
+def test_absurd_values_of_the_issue(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "worker_timeout_seconds: 1e-9\n")
+    assert "worker_timeout_seconds" in message and "from 0.1 to 30 seconds" in message
+    message = config_error(tmp_path, "max_queues: 0\n")
+    assert "max_queues" in message and "from 1 to 100,000" in message
+    message = config_error(tmp_path, "redis_url: redis://h:1/0?socket_timeout=0\n")
+    assert "socket_timeout" in message and "0.1 to 30" in message
+    message = config_error(tmp_path, "alert_pending_checks: {workers_down: 1000}\n")
+    assert "alert_pending_checks" in message and "from 1 to 100" in message
+
+
+# --- Redis URL options: what both clients read the same way --------------------------------
+
+REFUSED_URLS = [
+    # redis-py reads "off"/"on" as True (only 0/f/false/n/no are False): refused, not misread.
+    ("redis://h:1/0?socket_keepalive=off", "socket_keepalive"),
+    ("redis://h:1/0?retry_on_timeout=on", "retry_on_timeout"),
+    # redis-py takes only none/optional/required; kombu's CERT_* would break redis-py.
+    ("rediss://h:1/0?ssl_cert_reqs=CERT_NONE", "ssl_cert_reqs"),
+    ("rediss://h:1/0?ssl_cert_reqs=Required", "ssl_cert_reqs"),
+    ("redis://h:1/0?ssl_check_hostname=false", "ssl_check_hostname"),
+    ("unix:///tmp/r.sock?ssl_ca_certs=/ca.pem", "ssl_ca_certs"),
+    # redis-py reads the first of a repeated option, kombu the last.
+    ("redis://h:1/0?socket_timeout=1&socket_timeout=2", "twice"),
+    ("redis://h:1/1?db=2", "two databases"),
+    # Not an ASCII number: int() refuses it, and redis-py silently used db 0 for the path.
+    ("redis://h:1/\u00b2", "database"),
+    ("redis://h:1/0?db=\u00b2", "db"),
+    ("redis://h:1/0?health_check_interval=5.5", "health_check_interval"),
+    ("redis://h:1/0?health_check_interval=86400", "health_check_interval"),
+    ("redis://h:1/0?max_connections=0", "max_connections"),
+    ("redis://h:1/0?protocol=1", "protocol"),
+    ("redis://h:1/0?socket_timeout=nan", "socket_timeout"),
+    ("redis://h:1/0?socket_timeout=1e-9", "socket_timeout"),
+    ("redis://h:1/0?socket_connect_timeout=0", "socket_connect_timeout"),
+    ("redis://h:1/0?socket_timeout=31", "socket_timeout"),
+    ("redis://h:1/0?password=x", "password"),
+    ("redis://h:1/0#frag", "#"),
+]
+
+
+@pytest.mark.parametrize(("url", "named"), REFUSED_URLS, ids=[u for u, _ in REFUSED_URLS])
+def test_url_options_either_work_on_both_clients_or_are_refused(url: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"REDIS_URL": url})
+    assert "redis_url" in str(info.value)
+    assert named in str(info.value)
+
+
+def test_every_accepted_url_option_is_read_as_redis_py_reads_it() -> None:
+    """The parsed value of each option equals what redis-py's own URL parser makes of it."""
+    from redis.connection import parse_url
+
+    from chalicelib.settings import parse_redis_url
+
+    url = (
+        "rediss://u%40x:p%23w@h:1/3?socket_timeout=0.5&socket_connect_timeout=2"
+        "&socket_keepalive=F&health_check_interval=7&max_connections=9&retry_on_timeout=Yes"
+        "&protocol=3&ssl_cert_reqs=optional&ssl_ca_certs=/c%20a.pem&ssl_certfile=/c.pem"
+        "&ssl_keyfile=/k.pem&ssl_ca_path=/cas&ssl_check_hostname=n"
+    )
+    ours = parse_redis_url(url)
+    theirs = parse_url(url)
+    assert ours.db == theirs["db"] == 3
+    for name, value in ours.options.items():
+        assert theirs[name] == (int(value) if name == "protocol" else value), name
+    assert set(ours.options) | {"db"} == set(theirs) - {
+        "username",
+        "password",
+        "host",
+        "port",
+        "connection_class",
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://[::1]:6379/0",
+        "redis://:p%2Fw%40rd@[::1]:6379?db=4",
+        "redis://user:pw@h:1",
+        "redis://h:1/",
+        "redis://h:1/0?db=0",
+        "unix://user:pw@/var/run/redis.sock?db=2",
+        "rediss://h:1/0?ssl_cert_reqs=none&ssl_check_hostname=false",
+    ],
+)
+def test_odd_but_valid_urls_are_accepted(url: str) -> None:
+    assert load_settings(environ={"REDIS_URL": url}).redis_url == url
