@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -591,8 +592,61 @@ def _exclusive(broker_url: str, timeout: float) -> Iterator[None]:
         lock.release()
 
 
+_DENIED_COMMAND = re.compile(r"no permissions to run the '([A-Za-z0-9_|-]{1,40})' command")
+_DENIED_ACCESS = re.compile(r"no permissions to access (?:an? |one of the )(key|channel)")
+_UNKNOWN_COMMAND = re.compile(r"unknown command [`']([A-Za-z0-9_|-]{1,40})[`']")
+
+
+def _permission(exc: BaseException) -> ProbeError | None:
+    """The ProbeError naming what Redis refused this user (ACL) or does not offer (a
+    command disabled or renamed by a managed Redis), when that is why ``exc`` was raised
+    (kombu wraps redis-py's error; the whole chain is read); else None."""
+    import redis
+
+    seen: BaseException | None = exc
+    for _depth in range(8):
+        if seen is None:
+            return None
+        text = str(seen)
+        lowered = text.lower()
+        denied = _DENIED_COMMAND.search(lowered)
+        if denied:
+            command = denied.group(1).upper()
+            return ProbeError(
+                "workers",
+                "permission",
+                f"Redis denied {command} to this user (ACL): workers cannot be asked",
+            )
+        access = _DENIED_ACCESS.search(lowered)
+        if access:
+            return ProbeError(
+                "workers",
+                "permission",
+                f"Redis denied this user (ACL) a {access.group(1)} remote control uses:"
+                " workers cannot be asked",
+            )
+        unknown = _UNKNOWN_COMMAND.search(lowered)
+        if unknown and isinstance(seen, redis.ResponseError):
+            command = unknown.group(1).upper()
+            return ProbeError(
+                "workers",
+                "permission",
+                f"Redis does not offer {command} (disabled or renamed): workers cannot be asked",
+            )
+        if isinstance(seen, redis.exceptions.NoPermissionError):
+            return ProbeError(
+                "workers", "permission", "Redis denied this user (ACL): workers cannot be asked"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _describe(exc: BaseException) -> ProbeError:
+    """The ProbeError for a failed remote-control exchange; never repeats the broker URL."""
     name = type(exc).__name__
+    denied = _permission(exc)
+    if denied is not None:
+        return denied
     if isinstance(exc, RemoteControlBusy):
         return ProbeError(
             "workers", "busy", "another check of this broker kept remote control busy"
