@@ -199,6 +199,14 @@ TARGET_METRICS: tuple[MetricDef, ...] = (
         _redis_memory_pct,
     ),
     MetricDef(
+        "QueuesNotShown",
+        "Count",
+        _T,
+        "Queues discovered but not reported (cut by max_queues): 0 unless truncated",
+        "metrics.queues_not_shown",
+        _field("metrics", "queues_not_shown"),
+    ),
+    MetricDef(
         "RedisClients",
         "Count",
         _T,

@@ -76,6 +76,10 @@ class MessagePeek:
     redelivered: bool = False
     priority: int | None = None
     content_type: str | None = None
+    # ETA tasks not due yet, passed over at the old end of the list to reach this message;
+    # ``window_exhausted``: none within the window was due, what waits behind is not seen.
+    skipped_not_due: int = 0
+    window_exhausted: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class QueueRaw:
     depth_by_priority: dict[int, int] = field(default_factory=dict)
     oldest: tuple[MessagePeek, ...] = ()
     problem: str | None = None  # e.g. a key of another Redis type holding the queue's name
+    peeked: bool = True  # False: counted without inspecting messages (scripts denied)
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ class Snapshot:
     workers_probed: bool = False
     duration_ms: float = 0.0
     phase_ms: dict[str, float] = field(default_factory=dict)
+    queues_found: int = 0  # discovered before max_queues cut (at least, when truncated)
 
 
 # --- sanitized -----------------------------------------------------------------------------
@@ -178,6 +184,8 @@ class QueueSample:
     serializers: tuple[str, ...]
     redelivered: bool
     problem: str | None
+    # The ETA window ran out before a due message: latency behind it is not measured.
+    latency_window_exhausted: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,12 @@ class Sample:
     discovery_truncated: bool
     observations: dict[str, Observation]
     phase_ms: dict[str, float] = field(default_factory=dict)
+    queues_found: int = 0
+
+    @property
+    def queues_not_shown(self) -> int:
+        """Queues discovered but cut by max_queues (or discovery's own bound)."""
+        return max(0, self.queues_found - len(self.queues))
 
     @property
     def total_pending(self) -> int:

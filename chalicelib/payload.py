@@ -46,6 +46,8 @@ def _queue(q: QueueSample) -> dict[str, Any]:
         doc["redelivered"] = True
     if q.problem:
         doc["problem"] = q.problem
+    if q.latency_window_exhausted:
+        doc["latency_window_exhausted"] = True
     return doc
 
 
@@ -146,6 +148,7 @@ def build_payload(
         "total_workers": len(sample.workers),
         "total_concurrency": sample.total_concurrency,
         "queues": len(sample.queues),
+        "queues_not_shown": sample.queues_not_shown,
         "stuck_tasks": stuck,
         "orphaned_tasks": orphaned,
         "unacked_total": sample.unacked_total,

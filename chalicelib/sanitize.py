@@ -236,8 +236,11 @@ def _queue_sample(
         if age is not None and (best is None or age.seconds > best.seconds):
             best = age
             oldest_task = privacy.name(peek.task_name) if peek.task_name else None
+    latency: float | None
     if raw.depth == 0:
         latency, source, lower = 0.0, "empty", False
+    elif not raw.peeked:
+        latency, source, lower = None, "not_measured", False
     elif best is None:
         latency, source, lower = 0.0, "not_due", False
     else:
@@ -254,6 +257,7 @@ def _queue_sample(
         serializers=tuple(sorted(serializers)),
         redelivered=redelivered,
         problem=raw.problem,
+        latency_window_exhausted=any(p.window_exhausted for p in raw.oldest),
     )
 
 
@@ -312,6 +316,37 @@ class UnackedSample:
     held_by_live_worker: bool
 
 
+MAX_QUEUE_ERRORS = 10
+
+
+def queue_errors(queues: tuple[QueueSample, ...]) -> tuple[ProbeError, ...]:
+    """Error entries for queues that could not be read fully, from their sanitized names.
+
+    A key of another type under a queue's name and an ETA window that ran out are easy to
+    miss as fields deep in the document; as errors, the text check and the audit show them.
+    At most MAX_QUEUE_ERRORS of a kind are listed, then how many more.
+    """
+    wrong = [
+        f"{q.name}: the key is a {q.problem.partition(':')[2] or 'non-list'}, not a list;"
+        " it is not counted as a queue"
+        for q in queues
+        if q.problem and q.problem.startswith("wrong_type")
+    ]
+    window = [
+        f"{q.name}: the oldest messages are all ETA tasks not due yet; the latency of what"
+        " waits behind them is not measured"
+        for q in queues
+        if q.latency_window_exhausted
+    ]
+    found: list[ProbeError] = []
+    for kind, messages in (("wrong_type", wrong), ("eta_window", window)):
+        found.extend(ProbeError("queue", kind, m) for m in messages[:MAX_QUEUE_ERRORS])
+        if len(messages) > MAX_QUEUE_ERRORS:
+            more = len(messages) - MAX_QUEUE_ERRORS
+            found.append(ProbeError("queue", kind, f"... and {more} more queues like these"))
+    return tuple(found)
+
+
 def sanitize(
     snapshot: Snapshot,
     *,
@@ -361,7 +396,10 @@ def sanitize(
     redis_info: dict[str, object] = {}
     if info is not None:
         redis_info = {k: v for k, v in vars(info).items() if v is not None}
-    errors = tuple(ProbeError(e.component, e.kind, scrub(e.message)) for e in snapshot.errors)
+    errors = (
+        *(ProbeError(e.component, e.kind, scrub(e.message)) for e in snapshot.errors),
+        *queue_errors(queues),
+    )
     sample = Sample(
         target=snapshot.target,
         timestamp=now,
@@ -377,6 +415,7 @@ def sanitize(
         visibility_timeout_sec=vt,
         workers_probed=snapshot.workers_probed,
         discovery_truncated=snapshot.discovery_truncated,
+        queues_found=snapshot.queues_found,
         observations=observations,
         phase_ms=dict(snapshot.phase_ms),
     )

@@ -64,6 +64,27 @@ def workers_gone(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
         )
 
 
+def redis_permission(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Finding]:
+    """Commands the broker refused to Doorman's user: part of the check is blind.
+
+    Its own warning, never ``redis_unreachable``: everything that could be read is reported,
+    and the message says what could not be and why.
+    """
+    denied = [e for e in sample.errors if e.kind == "permission"]
+    if not denied:
+        return
+    yield Finding(
+        type="redis_permission",
+        severity=Severity.WARNING,
+        title="Redis denies commands Doorman needs",
+        message="; ".join(e.message for e in denied[:5])
+        + (f" (and {len(denied) - 5} more)" if len(denied) > 5 else ""),
+        details={"denied": len(denied)},
+        recommendation="Grant the commands named (see the README's least-privilege section),"
+        " or accept that these figures are not measured.",
+    )
+
+
 def _largest(sample: Sample, n: int = 3) -> str:
     top = sorted(sample.queues, key=lambda q: -q.depth)[:n]
     return ", ".join(f"{q.name} ({q.depth})" for q in top if q.depth)
@@ -283,6 +304,7 @@ def _extra_slots(sample: Sample, trends: Trends) -> int | None:
 
 RULES: tuple[Rule, ...] = (
     redis_unreachable,
+    redis_permission,
     workers_gone,
     backlog_explosion,
     stuck_tasks,

@@ -163,8 +163,7 @@ class Collector:
         if missing:
             # Named by a worker's fresh detail but not counted yet (no binding): count it too.
             try:
-                extra = self._redis.collect(missing, now, vt)
-                queues = queues + tuple(q for q in extra.queues if q.name in missing)
+                queues = queues + self._redis.measure([m.encode() for m in missing], now)
             except (redis.RedisError, OSError) as exc:
                 errors.append(describe_error(exc, settings.redis_timeout_seconds, tls=self._tls))
 
@@ -178,7 +177,10 @@ class Collector:
             info=result.info,
             errors=tuple(errors),
             discovery_truncated=result.truncated,
-            workers_probed=True,
+            queues_found=result.found_queues + len(queues) - len(result.queues),
+            # Workers that could not be asked (remote control denied) are neither alive nor
+            # dead: the rules must not conclude anything about them.
+            workers_probed=not any(e.kind == "permission" for e in workers.errors),
             duration_ms=_ms(started),
             phase_ms=phases,
         )

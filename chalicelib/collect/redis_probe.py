@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from redis.retry import Retry
 from ..model import MessagePeek, ProbeError, QueueRaw, RedisInfo, UnackedEntry, UnackedRaw
 
 PEEK_MAX_BYTES = 1 << 20  # larger messages are counted and fingerprinted, not decoded
-MAX_SCAN_ITERATIONS = 200  # x COUNT 1000 keys scanned for binding sets
 MAX_UNACKED_ROWS = 200
 DEFAULT_PIDBOX_EXCHANGE = "celery.pidbox"
 
@@ -91,6 +91,22 @@ def _describe_error(exc: BaseException, timeout: float) -> ProbeError:
         return ProbeError("redis", "not_redis", "the server did not answer in the Redis protocol")
     if "closed by server" in text or "reset by peer" in text:
         return ProbeError("redis", "not_redis", "the server closed the connection (not Redis?)")
+    command = denied_command(exc)
+    if command is not None:
+        return permission_error(command, _consequence(command))
+    if "db index is out of range" in text:
+        return ProbeError(
+            "redis",
+            "db_out_of_range",
+            "Redis has no such database (DB index is out of range: check the number in the"
+            " URL against the server's 'databases' setting)",
+        )
+    if isinstance(cause, FileNotFoundError) or (
+        "no such file or directory" in text and "connecting to" in text
+    ):
+        return ProbeError("redis", "socket_missing", "the unix socket file does not exist")
+    if isinstance(cause, PermissionError) or "permission denied" in text:
+        return ProbeError("redis", "socket_permission", "permission denied on the unix socket file")
     if isinstance(exc, redis.ResponseError):
         return ProbeError(
             "redis", "command_failed", f"Redis rejected a command ({_first_word(exc)})"
@@ -105,65 +121,424 @@ def _first_word(exc: BaseException) -> str:
     return words[0][:30] if words else type(exc).__name__
 
 
+# --- Redis's budget -----------------------------------------------------------------------
+# Doorman is the least trusted client of the broker it watches: no single command may hold
+# Redis for long (the promise is 20 ms), whatever it holds. Keys and set members are read
+# with cursors in bounded steps, queues are measured a bounded slice per script call, and a
+# script stops after decoding DECODE_BUDGET bytes and says where to resume.
+SCAN_COUNT = 1000  # keys looked at per SCAN call
+MAX_SCAN_CALLS = 1000  # 1,000,000 keys; a larger keyspace is named as truncated discovery
+SSCAN_COUNT = 1000  # binding-set members per SSCAN call
+MAX_MEMBERS = 200_000  # binding-set members read per check before discovery stops
+QUEUES_PER_CALL = 100  # queues one script call measures (~2 ms on an idle server)
+DECODE_BUDGET = 256 << 10  # message bytes one script call decodes before it stops
+ETA_WINDOW = 50  # messages looked at from the old end of a list for one that is due
+MAX_ROUNDS = 2000  # round trips per phase: a guard against a script that never finishes
+PRIORITY_STEPS = tuple(range(1, 10))  # kombu clamps priorities to 0-9
+DEFAULT_SEP = b"\x06\x16"
+WELL_KNOWN_BINDINGS = ("celery", "celery.pidbox")  # read directly when SCAN is denied
+
+
 @dataclass(frozen=True)
 class RedisResult:
     queues: tuple[QueueRaw, ...]
     worker_names: tuple[str, ...]
     pidbox_exchanges: tuple[str, ...]
     unacked: UnackedRaw | None
-    info: RedisInfo
+    info: RedisInfo | None
+    found_queues: int  # queues discovered (at least; see ``truncated``), before max_queues
     truncated: bool
     errors: tuple[ProbeError, ...]
+
+
+def denied_command(exc: BaseException) -> str | None:
+    """The command an ACL (or a managed Redis) refused, upper case, or None."""
+    text = str(exc)
+    if not (isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text):
+        return None
+    match = re.search(r"run the '([A-Za-z|_ -]{1,40})' command", text)
+    if match:
+        return match.group(1).upper().replace("|", " ")  # "script|load": SCRIPT LOAD
+    return "a key" if "access a key" in text or "keys" in text else "a command"
+
+
+def permission_error(command: str, consequence: str) -> ProbeError:
+    return ProbeError(
+        "redis", "permission", f"Redis denied {command} to this user (ACL): {consequence}"
+    )
+
+
+_CONSEQUENCE = {
+    "INFO": "memory, clients and persistence are not reported",
+    "SCAN": f"only the default binding sets ({', '.join(WELL_KNOWN_BINDINGS)}) were read",
+    "SSCAN": "queues bound in Redis are not discovered; configured queues are still counted",
+    "EVALSHA": "depths are counted with LLEN; latency and unacked messages are not measured",
+    "EVAL": "depths are counted with LLEN; latency and unacked messages are not measured",
+    "SCRIPT": "the scripts are sent in full with EVAL",
+    "LLEN": "queue depths cannot be counted",
+    "LINDEX": "the oldest messages cannot be inspected; latency is not measured",
+    "TYPE": "a key of another type holding a queue's name is not named",
+    "ZCARD": "unacked messages are not counted",
+    "ZCOUNT": "unacked messages are not counted",
+    "ZRANGEBYSCORE": "overdue unacked messages are not inspected",
+    "HGET": "overdue unacked messages are not inspected",
+}
+
+
+def _consequence(command: str) -> str:
+    return _CONSEQUENCE.get(command.split(" ")[0], "part of the check is not measured")
+
+
+class _Errors:
+    """The errors of one collection, each permission named once."""
+
+    def __init__(self) -> None:
+        self.items: list[ProbeError] = []
+        self._denied: set[str] = set()
+
+    def denied(self, command: str) -> None:
+        if command not in self._denied:
+            self._denied.add(command)
+            self.items.append(permission_error(command, _consequence(command)))
+
+    def add(self, error: ProbeError) -> None:
+        if error not in self.items:
+            self.items.append(error)
+
+    def from_exception(self, exc: BaseException) -> None:
+        command = denied_command(exc)
+        if command is not None:
+            self.denied(command)
+        else:
+            self.add(describe_error(exc, 0))
+
+
+@dataclass
+class _Bindings:
+    queues: list[bytes]
+    workers: list[str]
+    pidboxes: list[str]
+    members_total: int  # SCARD of the queue binding sets: the most queues there can be
+    complete: bool
 
 
 class RedisProbe:
     """Reads queues, unacked messages and server health from one Redis."""
 
-    def __init__(self, client: redis.Redis, *, keyprefix: str = "", max_queues: int = 5000):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        keyprefix: str = "",
+        max_queues: int = 10_000,
+        sep: bytes = DEFAULT_SEP,
+        priority_steps: tuple[int, ...] = PRIORITY_STEPS,
+    ):
         self._client = client
         self._prefix = keyprefix
         self._max_queues = max_queues
+        self._sep = sep
+        self._steps = ",".join(str(s) for s in priority_steps if 0 < s <= 255)
+        self._scripts = "evalsha"  # "eval" when SCRIPT is denied, "none" when scripts are
 
     def collect(
         self, configured: tuple[str, ...], now: float, visibility_timeout: float
     ) -> RedisResult:
-        """One round trip; raises redis errors.
-
-        When Redis does not hold the scripts yet (first use, a restart, SCRIPT FLUSH) they are
-        loaded and the round trip repeated.
-        """
-        results = self._run(configured, now, visibility_timeout)
-        if any(_is_noscript(r) for r in results[:2]):
-            self._load_scripts()
-            results = self._run(configured, now, visibility_timeout)
-        queues_raw, unacked_raw, info_raw = results
-        errors: list[ProbeError] = []
-        if isinstance(queues_raw, Exception):
-            raise queues_raw
-        decoded = _loads(queues_raw)
-        queues = tuple(_queue_from(entry) for entry in _as_list(decoded.get("q")))
-        names = tuple(str(n) for n in _as_list(decoded.get("w")))
-        pidboxes = tuple(str(x) for x in _as_list(decoded.get("x")))
-        unacked = None
-        if isinstance(unacked_raw, Exception):
-            errors.append(describe_error(unacked_raw, 0))
+        """Queues, workers' bindings, unacked summary and INFO; raises redis errors only when
+        Redis cannot be talked to at all (a denied command is an error entry instead)."""
+        errors = _Errors()
+        if self._scripts == "none":
+            self._scripts = "evalsha"  # rights may have been granted since the last check
+        pipe = self._client.pipeline(transaction=False)
+        pipe.scan(0, match=self._binding_pattern(), count=SCAN_COUNT)
+        pipe.info()
+        first_scan, info_raw = pipe.execute(raise_on_error=False)
+        info = None
+        if isinstance(info_raw, BaseException):
+            _raise_unless_response(info_raw)
+            errors.from_exception(info_raw)
         else:
-            unacked = _unacked_from(_loads(unacked_raw), visibility_timeout)
-            if unacked is None:
-                errors.append(
-                    ProbeError("queue", "wrong_type", "the unacked_index key is not a sorted set")
-                )
-        if isinstance(info_raw, Exception):
-            raise info_raw
+            info = _info_from(info_raw)
+        bindings = self._bindings(first_scan, errors)
+        names = list(dict.fromkeys([c.encode() for c in configured if c] + bindings.queues))
+        found = max(len(names), bindings.members_total if not bindings.complete else 0)
+        truncated = not bindings.complete or len(names) > self._max_queues
+        shown = names[: self._max_queues]
+        queues = self.measure(shown, now, errors)
+        unacked = self._unacked(now, visibility_timeout, errors)
+        if truncated:
+            errors.add(_truncation(len(shown), found, self._max_queues, bindings.complete))
         return RedisResult(
             queues=queues,
-            worker_names=tuple(dict.fromkeys(names)),
-            pidbox_exchanges=tuple(dict.fromkeys(pidboxes)),
+            worker_names=tuple(dict.fromkeys(bindings.workers)),
+            pidbox_exchanges=tuple(dict.fromkeys(bindings.pidboxes)),
             unacked=unacked,
-            info=_info_from(info_raw),
-            truncated=bool(decoded.get("t")),
-            errors=tuple(errors),
+            info=info,
+            found_queues=found,
+            truncated=truncated,
+            errors=tuple(errors.items),
         )
+
+    def measure(
+        self, names: list[bytes], now: float, errors: _Errors | None = None
+    ) -> tuple[QueueRaw, ...]:
+        """Depth and oldest due messages of ``names``, a bounded slice per script call."""
+        errors = errors if errors is not None else _Errors()
+        if self._scripts != "none":
+            measured = self._measure_scripted(names, now, errors)
+            if measured is not None:
+                return measured
+        return self._measure_plain(names, errors)
+
+    # --- discovery ------------------------------------------------------------------------
+
+    def _binding_pattern(self) -> str:
+        head = self._prefix + "_kombu.binding."
+        # The prefix is literal text: escape the glob characters SCAN MATCH would interpret.
+        return re.sub(r"([*?\[\]\\])", r"\\\1", head) + "*"
+
+    def _binding_keys(self, first: Any, errors: _Errors) -> tuple[list[bytes], bool]:
+        """Every binding set's key, by SCAN in bounded steps; and whether the scan finished."""
+        head = (self._prefix + "_kombu.binding.").encode()
+        if isinstance(first, BaseException):
+            _raise_unless_response(first)
+            errors.from_exception(first)
+            return [head + name.encode() for name in WELL_KNOWN_BINDINGS], True
+        cursor, keys = first
+        found = list(keys)
+        calls = 1
+        while cursor != 0 and calls < MAX_SCAN_CALLS:
+            cursor, keys = self._client.scan(
+                cursor, match=self._binding_pattern(), count=SCAN_COUNT
+            )
+            found.extend(keys)
+            calls += 1
+        if cursor != 0:
+            errors.add(
+                ProbeError(
+                    "queues",
+                    "truncated",
+                    f"binding discovery stopped after {calls * SCAN_COUNT:,} keys"
+                    " (a larger keyspace): name your queues in 'queues' to count them all",
+                )
+            )
+        return list(dict.fromkeys(found)), cursor == 0
+
+    def _bindings(self, first_scan: Any, errors: _Errors) -> _Bindings:
+        """Queues and workers named by the binding sets, read with SSCAN in bounded steps.
+
+        Reading stops once more queues are known than ``max_queues`` (or MAX_MEMBERS members
+        were read): the rest would not be reported anyway, and the count the caller names in
+        its truncation error comes from SCARD.
+        """
+        keys, complete = self._binding_keys(first_scan, errors)
+        head = len(self._prefix + "_kombu.binding.")
+        queues: dict[bytes, None] = {}
+        workers: list[str] = []
+        pidboxes: list[str] = []
+        cursors: dict[bytes, int] = {}
+        for key in keys:
+            exchange = key[head:].decode("utf-8", "replace")
+            if exchange.startswith("reply.") or exchange == "celeryev":
+                continue
+            cursors[key] = 0
+            if exchange.endswith(".pidbox"):
+                pidboxes.append(exchange)
+        queue_keys = [k for k in cursors if not k[head:].endswith(b".pidbox")]
+        members_read = 0
+        rounds = 0
+        while cursors and rounds < MAX_ROUNDS:
+            rounds += 1
+            pipe = self._client.pipeline(transaction=False)
+            order = list(cursors)
+            for key in order:
+                pipe.sscan(key, cursors[key], count=SSCAN_COUNT)
+            for key, reply in zip(order, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, BaseException):
+                    _raise_unless_response(reply)
+                    if denied_command(reply) is not None:
+                        errors.from_exception(reply)
+                    del cursors[key]  # a key of another type: not a binding set
+                    continue
+                cursor, members = reply
+                members_read += len(members)
+                exchange = key[head:].decode("utf-8", "replace")
+                self._read_members(exchange, members, queues, workers)
+                if cursor == 0:
+                    del cursors[key]
+                else:
+                    cursors[key] = cursor
+            enough = len(queues) > self._max_queues or members_read >= MAX_MEMBERS
+            if enough and all(not k[head:].endswith(b".pidbox") for k in cursors):
+                break
+            if enough:
+                cursors = {k: c for k, c in cursors.items() if k[head:].endswith(b".pidbox")}
+        finished = not cursors
+        total = 0
+        if not finished and queue_keys:
+            pipe = self._client.pipeline(transaction=False)
+            for key in queue_keys:
+                pipe.scard(key)
+            total = sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+        return _Bindings(list(queues), workers, pidboxes, total, complete and finished)
+
+    def _read_members(
+        self, exchange: str, members: list[bytes], queues: dict[bytes, None], workers: list[str]
+    ) -> None:
+        sep = self._sep
+        if exchange.endswith(".pidbox"):
+            suffix = ("." + exchange).encode()
+            for member in members:
+                queue = member.rsplit(sep, 1)[-1]
+                if queue.endswith(suffix) and len(queue) > len(suffix):
+                    workers.append(queue[: -len(suffix)].decode("utf-8", "replace"))
+            return
+        for member in members:
+            queue = member.rsplit(sep, 1)[-1]
+            if queue and not queue.endswith(b".pidbox"):
+                queues[queue] = None
+
+    # --- measuring ------------------------------------------------------------------------
+
+    def _queue_args(self, now: float) -> list[Any]:
+        return [self._prefix, PEEK_MAX_BYTES, DECODE_BUDGET, repr(now), ETA_WINDOW]
+
+    def _measure_scripted(
+        self, names: list[bytes], now: float, errors: _Errors
+    ) -> tuple[QueueRaw, ...] | None:
+        """None when scripts are denied (the caller counts depths without them)."""
+        chunks = [names[i : i + QUEUES_PER_CALL] for i in range(0, len(names), QUEUES_PER_CALL)]
+        done: list[list[QueueRaw]] = [[] for _ in chunks]
+        todo = {i: 1 for i in range(len(chunks))}  # chunk -> first queue (1-based) to measure
+        fixed = [*self._queue_args(now), self._sep, self._steps]
+        rounds = 0
+        while todo and rounds < MAX_ROUNDS:
+            rounds += 1
+            order = list(todo)
+            calls = [(QUEUES_LUA, QUEUES_SHA, [*fixed, todo[i], *chunks[i]]) for i in order]
+            replies = self._run_scripts(calls, errors)
+            if replies is None:
+                return None
+            for i, reply in zip(order, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    raise reply
+                decoded = _loads(reply)
+                for command in _as_list(decoded.get("den")):
+                    errors.denied(str(command))
+                start = todo.pop(i)
+                for offset, entry in enumerate(_as_list(decoded.get("q"))):
+                    done[i].append(_queue_from(entry, chunks[i][start - 1 + offset]))
+                resume = decoded.get("r")
+                if isinstance(resume, int) and resume > start:
+                    todo[i] = resume
+        return tuple(q for chunk in done for q in chunk)
+
+    def _measure_plain(self, names: list[bytes], errors: _Errors) -> tuple[QueueRaw, ...]:
+        """Depths by LLEN alone, for a user that may not run scripts: nothing is peeked."""
+        levels = [0, *(int(s) for s in self._steps.split(",") if s)]
+        out: list[QueueRaw] = []
+        for i in range(0, len(names), QUEUES_PER_CALL):
+            chunk = names[i : i + QUEUES_PER_CALL]
+            pipe = self._client.pipeline(transaction=False)
+            for name in chunk:
+                base = self._prefix.encode() + name
+                for level in levels:
+                    pipe.llen(base if level == 0 else base + self._sep + str(level).encode())
+            replies = iter(pipe.execute(raise_on_error=False))
+            for name in chunk:
+                depth, by_priority, problem = 0, {}, None
+                for level in levels:
+                    reply = next(replies)
+                    if isinstance(reply, BaseException):
+                        _raise_unless_response(reply)
+                        if denied_command(reply) is not None:
+                            errors.from_exception(reply)
+                        elif level == 0 and "WRONGTYPE" in str(reply):
+                            problem = "wrong_type"
+                    elif isinstance(reply, int) and reply > 0:
+                        depth += reply
+                        by_priority[level] = reply
+                out.append(
+                    QueueRaw(
+                        name=_name(name),
+                        depth=depth,
+                        depth_by_priority=by_priority,
+                        problem=problem,
+                        peeked=False,
+                    )
+                )
+        return tuple(out)
+
+    def _unacked(self, now: float, vt: float, errors: _Errors) -> UnackedRaw | None:
+        """The unacked summary, its overdue rows read in bounded script calls."""
+        if self._scripts == "none":
+            return None
+        keys = [self._prefix + "unacked_index", self._prefix + "unacked"]
+        rows: list[UnackedEntry] = []
+        offset, total, overdue = 0, 0, 0
+        for _ in range(MAX_ROUNDS):
+            args = [repr(now), repr(vt), MAX_UNACKED_ROWS, PEEK_MAX_BYTES, offset, DECODE_BUDGET]
+            replies = self._run_scripts([(UNACKED_LUA, UNACKED_SHA, [*keys, *args])], errors, 2)
+            if replies is None:
+                return None
+            reply = replies[0]
+            if isinstance(reply, BaseException):
+                _raise_unless_response(reply)
+                errors.from_exception(reply)
+                return None
+            raw = _loads(reply)
+            if raw.get("den"):
+                errors.denied(str(raw["den"]))
+                return None
+            if raw.get("err"):
+                errors.add(
+                    ProbeError("queue", "wrong_type", "the unacked_index key is not a sorted set")
+                )
+                return None
+            total, overdue = int(raw.get("n", 0)), int(raw.get("o", 0))
+            rows.extend(_unacked_rows(raw))
+            resume = raw.get("nx")
+            if not isinstance(resume, int) or resume <= offset:
+                break
+            offset = resume
+        return UnackedRaw(
+            total=total, overdue_total=overdue, overdue=tuple(rows), visibility_timeout_sec=vt
+        )
+
+    def _run_scripts(
+        self, calls: list[tuple[str, str, list[Any]]], errors: _Errors, numkeys: int = 0
+    ) -> list[Any] | None:
+        """One pipelined round of script calls; None when scripts cannot be run at all.
+
+        Scripts run by SHA (loaded on NOSCRIPT); a user denied SCRIPT sends them in full
+        with EVAL; a user denied both gets None and the caller measures without them.
+        """
+        for _ in range(3):
+            pipe = self._client.pipeline(transaction=False)
+            for text, sha, args in calls:
+                if self._scripts == "eval":
+                    pipe.eval(text, numkeys, *args)
+                else:
+                    pipe.evalsha(sha, numkeys, *args)
+            replies = list(pipe.execute(raise_on_error=False))
+            denied = next((r for r in replies if _is_denied(r)), None)
+            if denied is not None:
+                if self._scripts == "evalsha" and denied_command(denied) == "EVALSHA":
+                    self._scripts = "eval"  # EVAL may still be allowed; try it once
+                    continue
+                errors.from_exception(denied)
+                self._scripts = "none"
+                return None
+            if not any(_is_noscript(r) for r in replies):
+                return replies
+            try:
+                self._load_scripts()
+            except redis.ResponseError as exc:
+                if denied_command(exc) is None:
+                    raise
+                errors.from_exception(exc)
+                self._scripts = "eval"
+        return replies
 
     def pidbox_subscribers(self, exchanges: tuple[str, ...]) -> int | None:
         """How many live connections listen on the workers' remote-control channel, or None.
@@ -215,31 +590,6 @@ class RedisProbe:
         pipe.script_load(UNACKED_LUA)
         pipe.execute()
 
-    def _run(self, configured: tuple[str, ...], now: float, vt: float) -> list[Any]:
-        prefix = self._prefix
-        pipe = self._client.pipeline(transaction=False)
-        pipe.evalsha(
-            QUEUES_SHA,
-            0,
-            prefix,
-            MAX_SCAN_ITERATIONS,
-            PEEK_MAX_BYTES,
-            self._max_queues,
-            *configured,
-        )
-        pipe.evalsha(
-            UNACKED_SHA,
-            2,
-            prefix + "unacked_index",
-            prefix + "unacked",
-            repr(now),
-            repr(vt),
-            MAX_UNACKED_ROWS,
-            PEEK_MAX_BYTES,
-        )
-        pipe.info()
-        return list(pipe.execute(raise_on_error=False))
-
 
 def _loads(raw: Any) -> Any:
     """A script's JSON reply. Lua strings are bytes: a message or queue name that is not
@@ -290,13 +640,20 @@ def _peek_from(raw: dict[str, Any]) -> MessagePeek:
         redelivered=bool(raw.get("rd")),
         priority=int(priority) if isinstance(priority, int | float) else None,
         content_type=_text(raw.get("ct")),
+        skipped_not_due=int(raw.get("sk", 0)),
+        window_exhausted=bool(raw.get("wx")),
     )
 
 
-def _queue_from(entry: dict[str, Any]) -> QueueRaw:
+def _name(raw: bytes) -> str:
+    """A queue name as text: bytes that are not UTF-8 become U+FFFD, never an exception."""
+    return raw.decode("utf-8", "replace")
+
+
+def _queue_from(entry: dict[str, Any], name: bytes) -> QueueRaw:
     by_priority = {int(k): int(v) for k, v in (entry.get("p") or {}).items()}
     return QueueRaw(
-        name=str(entry.get("n", "")),
+        name=_name(name),
         depth=int(entry.get("d", 0)),
         depth_by_priority=by_priority,
         oldest=tuple(_peek_from(p) for p in _as_list(entry.get("o"))),
@@ -304,10 +661,8 @@ def _queue_from(entry: dict[str, Any]) -> QueueRaw:
     )
 
 
-def _unacked_from(raw: dict[str, Any], vt: float) -> UnackedRaw | None:
-    if raw.get("err"):
-        return None
-    rows = tuple(
+def _unacked_rows(raw: dict[str, Any]) -> tuple[UnackedEntry, ...]:
+    return tuple(
         UnackedEntry(
             task_id=_text(r.get("id")),
             task_name=_text(r.get("t")),
@@ -316,11 +671,31 @@ def _unacked_from(raw: dict[str, Any], vt: float) -> UnackedRaw | None:
         )
         for r in _as_list(raw.get("r"))
     )
-    return UnackedRaw(
-        total=int(raw.get("n", 0)),
-        overdue_total=int(raw.get("o", 0)),
-        overdue=rows,
-        visibility_timeout_sec=vt,
+
+
+def _is_denied(result: Any) -> bool:
+    return isinstance(result, BaseException) and denied_command(result) is not None
+
+
+def _raise_unless_response(result: BaseException) -> None:
+    """A pipeline hands back command errors in place; anything else is a broken Redis."""
+    if not isinstance(result, redis.ResponseError):
+        raise result
+
+
+def _truncation(shown: int, found: int, max_queues: int, complete: bool) -> ProbeError:
+    if not complete:
+        return ProbeError(
+            "queues",
+            "truncated",
+            f"{shown:,} of at least {found:,} queues shown: discovery stops past max_queues"
+            f" ({max_queues:,}); raise max_queues or name the queues to watch in 'queues'",
+        )
+    return ProbeError(
+        "queues",
+        "truncated",
+        f"{shown:,} of {found:,} queues shown: max_queues is {max_queues:,};"
+        " raise it to count them all",
     )
 
 
