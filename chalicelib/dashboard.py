@@ -26,6 +26,10 @@ ALARMS = (
     "DispatchErrorsAlarm",
     "NotifierErrorsAlarm",
     "DeadLetterAlarm",
+    "DispatchDroppedAlarm",
+    "DispatchRetriedAlarm",
+    "DispatchIteratorAgeAlarm",
+    "DispatchDeadLetterAlarm",
 )
 
 # (title, [(metric, statistic)]); each row is 24 units wide, each graph 6 or 8.

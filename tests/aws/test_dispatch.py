@@ -279,3 +279,41 @@ def test_a_policy_that_denies_publish_is_retried_through_the_stream(
     assert payload == {"batchItemFailures": [{"itemIdentifier": "1002"}]}
     assert "AccessDenied" in caplog.text and "dropped" not in caplog.text
     assert topic.envelopes(0, timeout=0.5) == []
+
+
+def test_the_alarms_watch_the_metrics_dispatch_emits(dispatch_env, topic, monkeypatch, capsys):
+    """The template's alarms on DispatchDropped and DispatchRetried name the namespace, the
+    metric and the dimensions of the EMF document the dispatch function really prints."""
+    from cfnlint.decode import cfn_yaml
+
+    from chalicelib.dashboard import TEMPLATE
+
+    monkeypatch.setenv("DOORMAN_TOPIC_ARN", topic.arn.rsplit(":", 1)[0] + ":doorman-missing")
+    unreadable, bad = note(type="a"), note(type="b")
+    event = {
+        "Records": [
+            record(1, f"OUTBOX#1#{unreadable.id}", "not json"),  # unreadable: dropped
+            record(2, f"OUTBOX#2#{bad.id}", bad),  # no such topic: retried
+        ]
+    }
+    capsys.readouterr()
+    with dispatch_env() as client:
+        client.lambda_.invoke("dispatch", event)
+    (emf,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    (directive,) = emf["_aws"]["CloudWatchMetrics"]
+    (dimension_set,) = directive["Dimensions"]
+    emitted = {m["Name"] for m in directive["Metrics"]}
+    assert (emf["DispatchDropped"], emf["DispatchRetried"]) == ([1.0], [1.0])
+
+    resources = cfn_yaml.load(str(TEMPLATE))["Resources"]
+    watched = {
+        props["MetricName"]: props
+        for props in (r["Properties"] for r in resources.values() if r["Type"].endswith("Alarm"))
+        if props.get("MetricName", "").startswith("Dispatch")
+    }
+    assert set(watched) == {"DispatchDropped", "DispatchRetried"} <= emitted
+    for props in watched.values():
+        assert props["Namespace"] == directive["Namespace"]
+        dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+        assert set(dims) == set(dimension_set)
+        assert all(emf[name] == value for name, value in dims.items())

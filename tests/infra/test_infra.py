@@ -101,6 +101,10 @@ def test_dashboard_body_is_json_once_substituted():
         "DispatchErrorsAlarm.Arn",
         "NotifierErrorsAlarm.Arn",
         "DeadLetterAlarm.Arn",
+        "DispatchDroppedAlarm.Arn",
+        "DispatchRetriedAlarm.Arn",
+        "DispatchIteratorAgeAlarm.Arn",
+        "DispatchDeadLetterAlarm.Arn",
     }
     filled = re.sub(r"\$\{[^}]+\}", "x", text)
     assert len(json.loads(filled)["widgets"]) > 10
