@@ -9,6 +9,15 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer  # type: ignore[attr-defined]
 
+from chalicelib.lambda_cache import cache as _cache  # noqa: F401 (tests look inside)
+from chalicelib.lambda_cache import cached as _cached
+from chalicelib.lambda_cache import client as _client
+from chalicelib.lambda_cache import reset  # noqa: F401 (a new configuration)
+from chalicelib.lambda_cache import settings as _settings
+from chalicelib.lambda_cache import slots as _slots
+from chalicelib.lambda_cache import ssm as _ssm
+from chalicelib.lambda_cache import store as _store
+from chalicelib.lambda_cache import targets as _targets
 from chalicelib.settings import event_sources
 
 app = Chalice(app_name="doorman", configure_logs=False)
@@ -29,67 +38,6 @@ for _kind in ("dynamodb", "sns"):  # the check's metrics are EMF lines of chalic
     app.register_middleware(ConvertToMiddleware(metrics.log_metrics), _kind)
 
 _SOURCES = event_sources()
-# Clients, settings and targets, built on first use and kept by warm invocations.
-_cache: dict[str, Any] = {}
-
-
-def reset() -> None:
-    """Forget every cached client, setting and target connection (a new configuration)."""
-    for slot in _cache.get("slots", {}).values():
-        slot.close()
-    _cache.clear()
-
-
-def _cached(name: str, build: Any) -> Any:
-    if name not in _cache:
-        _cache[name] = build()
-    return _cache[name]
-
-
-def _client(service: str) -> Any:
-    from chalicelib.serverless import aws_client
-
-    return _cached(f"client:{service}", lambda: aws_client(service))
-
-
-def _settings() -> Any:
-    from chalicelib.settings import load_settings
-
-    return _cached("settings", load_settings)
-
-
-def _ssm() -> Any:
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    return _cached("ssm", lambda: SSMProvider(boto3_client=_client("ssm")))
-
-
-def _store() -> Any:
-    from chalicelib.settings import ConfigError
-    from chalicelib.state.dynamodb import DynamoStore
-
-    table = _settings().table_name
-    if not table:
-        raise ConfigError("table_name: DOORMAN_TABLE must be set in Lambda")
-    return _cached("store", lambda: DynamoStore(table, _client("dynamodb")))
-
-
-def _targets() -> Any:
-    from chalicelib.settings import load_targets
-
-    return _cached("targets", load_targets)
-
-
-def _slots() -> Any:
-    from chalicelib.serverless import build_slots, hash_secret
-    from chalicelib.state.dynamodb import DynamoStore
-
-    def build() -> Any:
-        secret = hash_secret(_settings(), provider=_ssm)
-        table = _store().table_name  # each target gets a store of its own
-        return build_slots(_targets(), secret, lambda _: DynamoStore(table, _client("dynamodb")))
-
-    return _cached("slots", build)
 
 
 @app.schedule("rate(1 minute)", name="check")
