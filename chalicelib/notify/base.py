@@ -9,6 +9,7 @@ key or a secret (a Slack webhook URL *is* a secret).
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
@@ -84,6 +85,23 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and the HTTP Basic ``Authorization``
+    value that part stands for (None without one). urllib would take the user info for part
+    of the host name and fail every delivery with a DNS error; the user info is never sent
+    in the URL, so it appears in no request line, log or error."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _colon, password = userinfo.partition(":")
+    pair = f"{unquote(user)}:{unquote(password)}".encode()
+    credentials = "Basic " + base64.b64encode(pair).decode("ascii")
+    return urlunsplit(parts._replace(netloc=host)), credentials
+
+
 def _request(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Response:
     """One POST. Returns any HTTP answer; raises OSError (URLError, timeout) without one."""
     req = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 - http(s) only
@@ -149,7 +167,10 @@ def post(
     if not url.lower().startswith(("http://", "https://")):
         raise NotifyError(f"{channel}: the endpoint is not an http(s) URL", permanent=True)
     deadline = clock() + policy.total_seconds
+    url, credentials = split_credentials(url)
     sent_headers = {"Content-Type": "application/json", **(headers or {})}
+    if credentials is not None:
+        sent_headers["Authorization"] = credentials
     attempt = 0
     last = f"{channel}: not sent"
     last_status: int | None = None
