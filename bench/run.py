@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -198,6 +199,106 @@ def bench_scale_queues() -> dict[str, float]:
     return figures
 
 
+BUDGET_MS = 20.0  # the promise: no single command Doorman sends runs longer inside Redis
+HUGE_MEMBERS = 1_000_000
+
+
+def _longest_command(server: RedisServer, run: Callable[[], object]) -> tuple[float, str]:
+    """The longest single command (ms inside Redis, SLOWLOG) while ``run`` runs.
+
+    Commands of 0.1 ms and more are kept: logging every command run inside a script would
+    itself slow the script down.
+    """
+    client = server.client()
+    client.config_set("slowlog-log-slower-than", 100)
+    client.config_set("slowlog-max-len", 100_000)
+    client.slowlog_reset()
+    run()
+    entries = [
+        (e["duration"] / 1000.0, e["command"].split()[0].decode().upper())
+        for e in client.slowlog_get(100_000)
+        if e["command"]
+    ]
+    client.close()
+    return max(entries, default=(0.0, "-"))
+
+
+def bench_redis_budget() -> dict[str, float]:
+    """The longest single Redis command of a check at 1,000 and 10,000 queues and with a
+    1,000,000-member binding set, beside the baseline of reading that set in one SMEMBERS
+    (what one call of the discovery script did before), and the worst PING another client
+    saw meanwhile."""
+    from chalicelib.runner import run_check
+
+    figures: dict[str, float] = {}
+    for label, count in (("1k", 1000), ("10k", 10_000)):
+        server = RedisServer().start()
+        try:
+            server.client().eval(FILL_LUA, 0, count, 3, TEMPLATE)
+            settings, deps = _check_deps(server.url, max_queues=count)
+            payloads: list[dict[str, Any]] = []
+            timed: list[float] = []
+
+            def check(
+                settings: Any = settings,
+                deps: Any = deps,
+                payloads: list[dict[str, Any]] = payloads,
+                timed: list[float] = timed,
+            ) -> None:
+                started = time.perf_counter()
+                payloads.append(run_check(settings, deps).payload)
+                timed.append((time.perf_counter() - started) * 1000.0)
+
+            ms, _name = _longest_command(server, check)
+            assert payloads[0]["metrics"]["queues"] == count, payloads[0]["metrics"]
+            assert payloads[0]["metrics"]["total_pending"] == count * 3
+            figures[f"budget_{label}_check_ms"] = round(timed[0], 1)
+            figures[f"budget_{label}_longest_ms"] = round(ms, 2)
+            deps.collector.close()
+        finally:
+            server.stop()
+    server = RedisServer().start()
+    try:
+        client = server.client()
+        for start in range(0, HUGE_MEMBERS, 100_000):
+            client.eval(
+                "for i=ARGV[1],ARGV[1]+99999 do"
+                " redis.call('SADD',KEYS[1],'rk\\6\\22\\6\\22q-'..i) end",
+                1,
+                "_kombu.binding.huge",
+                start + 1,
+            )
+        settings, deps = _check_deps(server.url)
+        worst = [0.0]
+        stop = threading.Event()
+
+        def ping() -> None:
+            pinger = server.client()
+            while not stop.is_set():
+                started = time.perf_counter()
+                pinger.ping()
+                worst[0] = max(worst[0], (time.perf_counter() - started) * 1000.0)
+                time.sleep(0.01)
+            pinger.close()
+
+        thread = threading.Thread(target=ping, daemon=True)
+        thread.start()
+        started = time.perf_counter()
+        ms, _name = _longest_command(server, lambda: run_check(settings, deps))
+        figures["budget_1m_members_check_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        stop.set()
+        thread.join(5)
+        figures["budget_1m_members_longest_ms"] = round(ms, 2)
+        figures["budget_1m_members_worst_ping_ms"] = round(worst[0], 2)
+        baseline, _name = _longest_command(server, lambda: client.smembers("_kombu.binding.huge"))
+        figures["budget_1m_members_baseline_ms"] = round(baseline, 1)
+        deps.collector.close()
+        client.close()
+    finally:
+        server.stop()
+    return figures
+
+
 WORKER_COUNTS = (2, 4, 8)
 WORKER_ROUNDS = 25
 
@@ -322,8 +423,14 @@ def bench_import() -> dict[str, float]:
     return {"import_app_ms": round(statistics.median(times), 1)}
 
 
+def _budget_verdict(figures: dict[str, float]) -> str:
+    keys = ("budget_1k_longest_ms", "budget_10k_longest_ms", "budget_1m_members_longest_ms")
+    return "met" if all(figures[k] <= BUDGET_MS for k in keys) else "MISSED"
+
+
 def main() -> int:
     figures: dict[str, float] = {}
+    figures.update(bench_redis_budget())
     figures.update(bench_healthy())
     figures.update(bench_scale_queues())
     figures.update(bench_scale_workers())
@@ -342,6 +449,16 @@ def main() -> int:
         ("4 solo workers", f"{figures['workers_4_check_ms']:.1f} ms"),
         ("8 solo workers", f"{figures['workers_8_check_ms']:.1f} ms"),
         ("ratio 8 / 2 workers", f"{figures['workers_8_vs_2_ratio']:.2f}"),
+        ("longest Redis command, 1,000 queues", f"{figures['budget_1k_longest_ms']:.2f} ms"),
+        ("longest Redis command, 10,000 queues", f"{figures['budget_10k_longest_ms']:.2f} ms"),
+        ("check of 10,000 queues", f"{figures['budget_10k_check_ms']:.0f} ms"),
+        (
+            "longest command, 1M-member binding set",
+            f"{figures['budget_1m_members_longest_ms']:.2f} ms",
+        ),
+        ("baseline: SMEMBERS of that set", f"{figures['budget_1m_members_baseline_ms']:.1f} ms"),
+        ("worst PING meanwhile", f"{figures['budget_1m_members_worst_ping_ms']:.1f} ms"),
+        (f"budget per command (all {BUDGET_MS:.0f} ms or less)", _budget_verdict(figures)),
         ("import app (fresh interpreter)", f"{figures['import_app_ms']:.1f} ms"),
         ("peak RSS of a check", f"{figures['check_peak_rss_mb']:.1f} MB"),
         ("Lambda, 256 MB, 1/min", f"${figures['cost_lambda_usd_month']:.3f}/month"),
