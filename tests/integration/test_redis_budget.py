@@ -115,8 +115,7 @@ def test_a_million_member_binding_set_never_blocks_redis(
 ) -> None:
     for start in range(0, 1_000_000, 100_000):  # one command per 100,000: no BUSY
         slowlog.eval(
-            "for i=ARGV[1],ARGV[1]+99999 do"
-            " redis.call('SADD',KEYS[1],'rk\\6\\22\\6\\22q-'..i) end",
+            "for i=ARGV[1],ARGV[1]+99999 do redis.call('SADD',KEYS[1],'rk\\6\\22\\6\\22q-'..i) end",
             1,
             "_kombu.binding.huge",
             start + 1,
@@ -346,3 +345,48 @@ def test_a_missing_unix_socket_says_the_file_does_not_exist(
     payload = checker(redis_url=f"unix://{tmp_path}/nope.sock").check()
     assert payload["errors"][0]["kind"] == "socket_missing"
     assert payload["errors"][0]["message"] == "the unix socket file does not exist"
+
+
+def test_big_messages_are_peeked_across_resumed_script_calls(
+    redis_server: RedisServer, slowlog: redis.Redis, checker: Callable[..., Checker]
+) -> None:
+    """60 queues whose oldest message is 100 KB: far past one call's decode budget, so the
+    script stops and resumes, and still every queue's oldest message is read."""
+    names = [f"big{i}" for i in range(60)]
+    bind(slowlog, *names)
+    padding = "x" * 100_000
+    for name in names:
+        doc = json.loads(message(published_at=time.time() - 90))
+        doc["body"] = padding
+        slowlog.lpush(name, json.dumps(doc))
+    slowlog.slowlog_reset()
+    payload = checker().check()
+    by_name = {q["name"]: q for q in payload["queues"]}
+    assert all(by_name[n]["latency_source"] == "producer_header" for n in names)
+    assert all(by_name[n]["latency_sec"] >= 89 for n in names)
+    assert doorman_commands(slowlog)[0][0] < LONGEST_COMMAND_MS
+
+
+def test_overdue_unacked_rows_are_read_across_resumed_calls(redis_server: RedisServer) -> None:
+    from chalicelib.collect.redis_probe import MAX_UNACKED_ROWS, RedisProbe, connect
+
+    client = redis_server.client()
+    now = time.time()
+    padding = "y" * 20_000  # 150 rows x 20 KB: several calls' decode budget
+    pipe = client.pipeline(transaction=False)
+    for i in range(150):
+        doc = json.loads(message(task=f"tasks.t{i}"))
+        doc["body"] = padding
+        tag = f"tag-{i}"
+        pipe.hset("unacked", tag, json.dumps([doc, "", "celery"]))
+        pipe.zadd("unacked_index", {tag: now - 7200 - i})
+    pipe.execute()
+    probe = RedisProbe(connect(redis_server.url, 5.0))
+    result = probe.collect((), now, 3600.0)
+    assert result.unacked is not None
+    assert result.unacked.total == 150
+    assert result.unacked.overdue_total == 150
+    rows = result.unacked.overdue
+    assert len(rows) == min(150, MAX_UNACKED_ROWS)
+    assert {r.task_name for r in rows} == {f"tasks.t{i}" for i in range(150)}
+    assert all(r.queue == "celery" for r in rows)
