@@ -661,15 +661,18 @@ def render(report: Report, *, colour: bool = False) -> str:
         widths: dict[int, int] = {}
         for row in section.rows:
             for index, cell in enumerate(row.cells[:-1]):
-                widths[index] = min(max(widths.get(index, 0), len(cell)), 40)
+                widths[index] = min(max(widths.get(index, 0), len(safe_text(cell))), 40)
         for row in section.rows:
+            # Every cell escaped here too, whoever built the row (escaped text is unchanged).
             cells = [
-                cell.ljust(widths.get(i, 0)) if i < len(row.cells) - 1 else cell
+                safe_text(cell).ljust(widths.get(i, 0))
+                if i < len(row.cells) - 1
+                else safe_text(cell)
                 for i, cell in enumerate(row.cells)
             ]
             text = "  ".join(cells).rstrip()
             if row.note:
-                text += " — " + paint(row.note, row.level)
+                text += " — " + paint(safe_text(row.note), row.level)
             lines.append(f"  {paint(_GLYPHS[row.level], row.level)} {text}")
     lines.append("")
     lines.append(rule)
@@ -679,10 +682,10 @@ def render(report: Report, *, colour: bool = False) -> str:
     for r in report.recommendations:
         times = f" (×{r.count})" if r.count > 1 else ""
         tag = paint(f"[{r.severity.value}]", _level(r.severity))
-        lines.append(f"  • {tag} {r.title}{times}: {r.text}")
+        lines.append(f"  • {tag} {safe_text(r.title)}{times}: {safe_text(r.text)}")
         if r.detail:
             more = " (the first of them)" if r.count > 1 else ""
-            lines.append("    " + paint(r.detail + more, "dim"))
+            lines.append("    " + paint(safe_text(r.detail) + more, "dim"))
     lines.append("")
     lines.append(rule)
     closing = {

@@ -9,14 +9,61 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from .report import safe_text
 from .settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EXIT_OK = 0
 EXIT_CONFIG = 3
 
 log = logging.getLogger("doorman")
+
+
+def _say(text: str, file: IO[str] | None = None) -> None:
+    """Print one line of output with every control character escaped (see ``safe_text``).
+
+    Every line the command prints goes through here: a queue, task, worker or target name,
+    a silence's comment or the operator's own argument may hold a newline or an escape
+    sequence, and must not forge a line or drive the terminal.
+    """
+    print(safe_text(text), file=file if file is not None else sys.stdout)
+
+
+def _safe_lines(text: str) -> str:
+    """``text`` with each of its lines escaped, the line breaks kept; returns the text."""
+    return "\n".join(safe_text(line) for line in text.split("\n"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its messages escaped.
+
+    argparse echoes the operator's arguments raw ("unrecognized arguments: ..."): an error is
+    one line, escaped whole (a newline in an argument stays ``\\n``); usage and help are
+    several lines of our own, each escaped with the line breaks kept.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        super().error(safe_text(message))
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        super()._print_message(_safe_lines(message) if message else message, file)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines with the message escaped (one record, one line) and tracebacks per line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return safe_text(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return _safe_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _safe_lines(super().formatStack(stack_info))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +84,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="doorman",
         description="Privacy-first health checks for Celery clusters on Redis.",
         epilog="Exit codes of 'check': 0 the check ran (whatever it found), 3 bad configuration.",
@@ -159,11 +206,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     # Celery and kombu log raw connection details at INFO; keep them quiet.
     for noisy in ("celery", "kombu", "amqp"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -189,10 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "silence":
             return cmd_silence(args)
     except ConfigError as exc:
-        print(f"doorman: configuration error: {exc}", file=sys.stderr)
+        _say(f"doorman: configuration error: {exc}", sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
-        print("doorman: interrupted", file=sys.stderr)
+        _say("doorman: interrupted", sys.stderr)
         return 130
     parser.error(f"unknown command {args.command}")
     return 2
@@ -255,7 +300,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if deps.store is not None:
             deps.store.close()
     if stop.is_set():
-        print("doorman: stopped", file=sys.stderr)
+        _say("doorman: stopped", sys.stderr)
     return EXIT_OK
 
 
@@ -275,13 +320,13 @@ def _deliver(
     channels = channels_from_settings(settings)
     if dry_run:
         for note in result.notifications:
-            print("doorman: would send: " + console_line(note), file=sys.stderr)
+            _say("doorman: would send: " + console_line(note), sys.stderr)
             for channel in channels:
                 if channel.wants(note):
                     line = f"doorman: would send to {channel.name}: {channel.describe(note)}"
                 else:
                     line = f"doorman: would skip {channel.name} (below {channel.minimum.value})"
-                print(line, file=sys.stderr)
+                _say(line, sys.stderr)
         return
     if deps.store is None or not result.committed:
         return
@@ -328,27 +373,27 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 comment=args.comment or "",
             )
             store.add_silence(silence)
-            print(
+            _say(
                 f"{silence.id} silences {_describe_silence(silence)} until {_when(silence.ends_at)}"
             )
         elif args.action == "list":
             found = store.silences()
             now = time.time()
             if not found:
-                print("no silences")
+                _say("no silences")
             for s in found:
                 state = "active" if s.active(now) else "expired"
-                print(
+                _say(
                     f"{s.id}  {state:<8} until {_when(s.ends_at)}  {_describe_silence(s)}"
                     + (f"  # {s.comment}" if s.comment else "")
                 )
         else:
             if not store.remove_silence(args.id):
-                print(f"doorman: no silence {args.id}", file=sys.stderr)
+                _say(f"doorman: no silence {args.id}", sys.stderr)
                 return 1
-            print(f"removed {args.id}")
+            _say(f"removed {args.id}")
     except StateError as exc:
-        print(f"doorman: {exc}", file=sys.stderr)
+        _say(f"doorman: {exc}", sys.stderr)
         return 1
     finally:
         store.close()
@@ -393,9 +438,9 @@ def cmd_whois(args: argparse.Namespace) -> int:
     finally:
         deps.collector.close()
     if found is None:
-        print(f"doorman: {args.hash} matches nothing Doorman can see now", file=sys.stderr)
+        _say(f"doorman: {args.hash} matches nothing Doorman can see now", sys.stderr)
         return 1
-    print(found)
+    _say(found)
     return EXIT_OK
 
 

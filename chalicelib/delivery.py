@@ -24,6 +24,7 @@ from typing import TextIO
 
 from .alerting import Notification
 from .notify.base import NotifyError, SeenIds, Skipped
+from .report import safe_text
 from .state import StateError, StateStore
 from .state.base import OutboxItem
 
@@ -53,7 +54,8 @@ class DeliveryLog(SeenIds):
 
 def console_line(note: Notification) -> str:
     verb = {"trigger": "ALERT", "escalate": "ESCALATED", "renotify": "STILL", "resolve": "RESOLVED"}
-    return (
+    # Printed to a terminal: the title and message name queues and tasks, escaped here.
+    return safe_text(
         f"doorman: {verb.get(note.action, note.action.upper())} [{note.severity.value}]"
         f" {note.title} - {note.message} ({note.key})"
     )

@@ -25,15 +25,25 @@ _SOURCES = {
 
 
 def safe_text(value: Any) -> str:
-    """Text from the cluster (names, messages) with control characters escaped.
+    """``value`` as text that cannot drive a terminal or forge a line; returns the text.
 
-    A queue or task name may hold a newline or a terminal escape sequence; printed raw it
-    could forge lines of the report or drive the terminal.
+    The one escaping function of every human-facing output (text check, audit, alert and
+    ``--dry-run`` lines, ``whois``, ``silence``, log lines, argument errors). A queue, task or
+    worker name may hold a newline, a carriage return, a bell, an ANSI escape sequence or a
+    bidirectional override; printed raw it could forge lines of a report, recolour or clear
+    the screen, or show text reversed. Every character that is not printable (in Python's
+    sense: C0 and C1 controls, DEL, format characters such as U+200E/U+200F, U+061C, the bidi
+    embeddings, overrides and isolates U+202A-U+202E and U+2066-U+2069, the line and paragraph
+    separators U+2028/U+2029, unassigned and private-use code points, spaces other than ' ')
+    is written as its Python escape (``\\x1b``, ``\\n``, ``\\u202e``). A backslash is
+    printable and kept, so escaping escaped text changes nothing: layers may each call it.
     """
     text = str(value)
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def render_text(payload: dict[str, Any]) -> str:
@@ -81,4 +91,5 @@ def render_text(payload: dict[str, Any]) -> str:
         )
     for e in payload["errors"]:
         lines.append(f"  Error      {e['component']}/{e['kind']}: {safe_text(e['message'])}")
-    return "\n".join(lines)
+    # Each line escaped whole: a field added later cannot forget it (escaped text is unchanged).
+    return "\n".join(safe_text(line) for line in lines)

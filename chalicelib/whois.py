@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .collect import ProbePlan
+from .report import safe_text
 from .settings import Settings
 
 
@@ -12,8 +13,16 @@ def whois(settings: Settings, deps: Any, wanted: str) -> str | None:
     """Return ``"worker <hostname>"`` or ``"task <id> (<name>)"`` for a matching hash, or None.
 
     The names are looked up live (workers, running and reserved tasks, oldest messages); the
-    result is printed to the operator's terminal and never stored or sent anywhere.
+    result is printed to the operator's terminal and never stored or sent anywhere. They are
+    raw names from the cluster, so the line comes back escaped (``safe_text``): a name holding
+    a newline or an escape sequence cannot forge output or drive the terminal.
     """
+    found = _find(deps, wanted)
+    return None if found is None else safe_text(found)
+
+
+def _find(deps: Any, wanted: str) -> str | None:
+    """The raw (unescaped) description of what ``wanted`` is the hash of, or None."""
     hasher = deps.hasher
     snapshot = deps.collector.collect(ProbePlan(discover_workers="always"))
     for worker in snapshot.workers:
