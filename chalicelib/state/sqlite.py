@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -12,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..alerting import Notification, Silence
+from ..report import safe_text
 from .base import (
     OUTBOX_TTL_SECONDS,
     OutboxItem,
@@ -23,6 +25,12 @@ from .base import (
 
 _APPLICATION_ID = 0x446F6F72  # "Door"
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# The state (task and worker pseudonyms, queue names, alert history) and the hash secret are
+# the operator's alone: files 0600 and a folder made for them 0700, whatever the umask.
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+
+log = logging.getLogger("doorman")
 
 
 class SqliteStore:
@@ -39,12 +47,25 @@ class SqliteStore:
         existed = path.exists() and path.stat().st_size > 0
         if existed:
             _check_is_ours(path)
+        if path.exists():
+            # SQLite creates the WAL and SHM files with the database's mode: a database made
+            # readable earlier exposes them too. The operator's files are not changed.
+            for item, what in ((path, "state file"), *_sidecars(path)):
+                warn_if_exposed(item, what)
         else:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
             except OSError as exc:
                 raise StateError(
                     f"state file {self.path}: cannot create its folder ({exc.strerror})"
+                ) from None
+            try:
+                # Created here, 0600, before SQLite opens it (SQLite would create it 0644
+                # less the umask); its WAL and SHM files then get the same mode from SQLite.
+                create_private(path)
+            except OSError as exc:
+                raise StateError(
+                    f"state file {self.path}: cannot be created ({exc.strerror})"
                 ) from None
         try:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
@@ -270,6 +291,52 @@ def _create_tables(conn: sqlite3.Connection) -> None:
     )
 
 
+def _sidecars(path: Path) -> tuple[tuple[Path, str], ...]:
+    """The WAL and shared-memory files SQLite keeps beside ``path`` (they may not exist)."""
+    return (
+        (path.with_name(path.name + "-wal"), "state file WAL"),
+        (path.with_name(path.name + "-shm"), "state file shared memory"),
+    )
+
+
+def create_private(path: Path) -> bool:
+    """Create ``path`` empty with mode 0600 whatever the umask; returns False if it existed.
+
+    ``O_EXCL``: a file that appeared meanwhile (another check creating it, privately too) is
+    left alone, and a symbolic link planted at ``path`` is not followed.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # a umask such as 0277 would have left it unwritable
+    finally:
+        os.close(fd)
+    return True
+
+
+def warn_if_exposed(path: Path, what: str) -> bool:
+    """Log one warning line when ``path`` exists and other users may read or write it.
+
+    Returns True when it warned. The path is escaped: it is printed to a terminal.
+    """
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return False
+    if not mode & 0o077:
+        return False
+    log.warning(
+        "%s %s can be read by other users (mode %04o); Doorman creates it 0600:"
+        " run chmod 600 on it",
+        what,
+        safe_text(path),
+        mode,
+    )
+    return True
+
+
 def _check_is_ours(path: Path) -> None:
     try:
         with path.open("rb") as handle:
@@ -289,6 +356,7 @@ def local_secret(state_path: str) -> str:
     try:
         text = secret_path.read_text(encoding="utf-8").strip()
         if text:
+            warn_if_exposed(secret_path, "hash secret")
             return text
     except FileNotFoundError:
         pass
@@ -300,8 +368,9 @@ def local_secret(state_path: str) -> str:
     # file that would make every later hash keyless.
     scratch = secret_path.with_name(f"{secret_path.name}.{os.getpid()}.tmp")
     try:
-        secret_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        secret_path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        os.fchmod(fd, PRIVATE_FILE)  # exactly 0600, whatever the umask
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(secret + "\n")
             handle.flush()
@@ -313,6 +382,7 @@ def local_secret(state_path: str) -> str:
             pass  # another check just made it, or an empty one was left by an older version
         text = secret_path.read_text(encoding="utf-8").strip()
         if text:
+            warn_if_exposed(secret_path, "hash secret")
             return text
         os.replace(scratch, secret_path)
         return secret_path.read_text(encoding="utf-8").strip()
