@@ -8,7 +8,7 @@ SOURCE is the repository; BUILD (created, must not exist) receives:
 - ``app.py`` and only the ``chalicelib`` modules it can import (every ``import`` in those
   files, lazy ones inside functions included): the ``doorman`` command's own modules (the
   CLI, the simulator, the SQLite store, ...) stay out;
-- ``.chalice/config.json`` and the policy files;
+- ``.chalice/config.json``, the policy files and the ``package-<stage>.json`` merge templates;
 - ``vendor/``: the dependencies of ``requirements.txt`` for the Lambda runtime, built by
   Chalice's own dependency builder (the wheels ``chalice deploy`` would pick), minus the
   distributions only Celery's command line uses (``EXCLUDED``); and no ``requirements.txt``,
@@ -114,7 +114,13 @@ def copy_app(source: Path, build: Path) -> None:
 
 def copy_config(source: Path, build: Path) -> None:
     (build / ".chalice").mkdir(parents=True)
-    for path in [source / ".chalice" / "config.json", *(source / ".chalice").glob("policy-*.json")]:
+    chalice = source / ".chalice"
+    # The policies, and the merge templates `chalice package --merge-template` takes.
+    for path in [
+        chalice / "config.json",
+        *chalice.glob("policy-*.json"),
+        *chalice.glob("package-*.json"),
+    ]:
         shutil.copy2(path, build / ".chalice" / path.name)
 
 

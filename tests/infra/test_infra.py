@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -242,7 +241,6 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Packaged:
     project = tmp / "project"
     build_bundle(project)
     fill_placeholders(project, "prod")
-    shutil.copy(CHALICE_DIR / "package-prod.json", project / ".chalice")
     # Doorman's own variables are not passed: a developer's DOORMAN_STREAM_ARN must not win.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOORMAN_", "AWS_"))}
     env["AWS_DEFAULT_REGION"] = "eu-west-1"
