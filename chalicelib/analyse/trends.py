@@ -145,7 +145,9 @@ def compute_trends(
 
     ``current`` is this sample's ``history_entry`` when the caller already built it (to keep
     it). A queue is growing when at least three samples are known, its depth never fell over
-    the window and it ended higher than it started.
+    the window, it ended higher than it started, and it still grew in the last interval: a
+    queue that grew once and then stayed flat stops growing at the first flat sample, so an
+    alert about growth resolves as soon as the growth stops, not when the window forgets it.
     """
     if current is None:
         current = history_entry(sample, history)
@@ -158,7 +160,8 @@ def compute_trends(
         (t0, first), (t1, last) = series[0], series[-1]
         rate = (last - first) * 60.0 / (t1 - t0) if t1 > t0 else 0.0
         non_decreasing = all(b[1] >= a[1] for a, b in itertools.pairwise(series))
-        growing = len(series) >= MIN_SAMPLES_FOR_TREND and non_decreasing and last > first
+        still = len(series) > 1 and last > series[-2][1]
+        growing = len(series) >= MIN_SAMPLES_FOR_TREND and non_decreasing and still
         queues[q.name] = QueueTrend(
             name=q.name,
             first=first,

@@ -203,3 +203,19 @@ def test_cli_prints_the_trigger_once_and_dry_run_sends_nothing(redis_server, tmp
     # Nothing was committed either: the next real check triggers it.
     doc, _ = _cli(redis_server.url, dry)
     assert actions(doc) == [("trigger", "workers_down", "emergency")]
+
+
+def test_growth_that_stops_resolves_within_two_checks(redis_server, checker):
+    """A queue grows for a few checks, then stays flat: queue_growing resolves on the
+    second flat check, not after the flat samples have filled the trend window."""
+    check = checker()
+    client = redis_server.client()
+    client.sadd("_kombu.binding.celery", "grow\x06\x16\x06\x16grow")
+    states = []
+    for _ in range(4):  # growing: 1, 2, 3, 4 messages
+        client.lpush("grow", b"{}")
+        states.append(alerts_of(check.check()).get("queue_growing", {}).get("state"))
+    assert states[-1] == "firing", states
+    flat = [check.check() for _ in range(2)]
+    assert "queue_growing" in alerts_of(flat[0])  # one clean check is not yet a resolve
+    assert "queue_growing" not in alerts_of(flat[1]), flat[1]["alerts"]

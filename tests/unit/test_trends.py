@@ -60,6 +60,13 @@ def test_flat_is_not_growing_but_a_plateau_in_a_rise_is() -> None:
     assert trend.growing is True and trend.rate_per_min == 1.5
 
 
+def test_growth_that_stopped_is_not_growing_at_the_first_flat_sample() -> None:
+    history, now = series((0, {"q": 5}), (60, {"q": 8}), (120, {"q": 12}), (180, {"q": 12}))
+    trend = compute_trends(history, now).queues["q"]
+    assert trend.growing is False
+    assert trend.rate_per_min == 2.33  # the rate over the window is still reported
+
+
 def test_only_the_last_five_samples_count() -> None:
     # An old dip falls out of the window.
     points = [(0.0, {"q": 50}), (60.0, {"q": 0})] + [(60.0 * i, {"q": 10 * i}) for i in range(2, 7)]
