@@ -317,7 +317,7 @@ def create_private(path: Path) -> bool:
 
 
 def warn_if_exposed(path: Path, what: str) -> bool:
-    """Log one warning line when ``path`` exists and other users may read or write it.
+    """Log one warning line when ``path`` exists and its group or others have any access.
 
     Returns True when it warned. The path is escaped: it is printed to a terminal.
     """
@@ -328,8 +328,7 @@ def warn_if_exposed(path: Path, what: str) -> bool:
     if not mode & 0o077:
         return False
     log.warning(
-        "%s %s can be read by other users (mode %04o); Doorman creates it 0600:"
-        " run chmod 600 on it",
+        "%s %s is open to other users (mode %04o); Doorman creates it 0600: run chmod 600 on it",
         what,
         safe_text(path),
         mode,
