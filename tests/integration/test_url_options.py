@@ -8,6 +8,7 @@ is checked in-process and must see the worker alive, with no worker error and no
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -188,3 +189,34 @@ def test_unix_socket_url_reaches_the_workers(unix_server: Path, tmp_path: Path) 
         assert other["metrics"]["alive_workers"] == 0
     finally:
         worker.stop()
+
+
+ISSUE_QUERY = (
+    "max_connections=50&protocol=3&health_check_interval=5&socket_keepalive=f&retry_on_timeout=yes"
+)
+
+
+def test_check_and_audit_commands_see_the_worker_with_every_option(
+    cluster: RedisServer, tmp_path: Path
+) -> None:
+    """With a task waiting, a silent worker would be 'All workers down' (an emergency)."""
+    from tests.conftest import producer, run_cli
+
+    app = producer(cluster.url)
+    app.sleep.apply_async((1,), queue="nobody-consumes")
+    url = f"redis://127.0.0.1:{cluster.port}?db=0&{ISSUE_QUERY}"
+    env = {"DOORMAN_HASH_SECRET": "test-secret", "DOORMAN_WORKER_TIMEOUT": "2"}
+    state = str(tmp_path / "state.db")
+    checked = run_cli(
+        ["check", "--once", "--dry-run", "--format", "json", "--redis-url", url, "--state", state],
+        env=env,
+    )
+    assert checked.returncode in (0, 1), checked.stderr
+    payload = json.loads(checked.stdout)
+    assert_sees_the_worker(payload)
+    audited = run_cli(["audit", "--deep", "--redis-url", url, "--state", state], env=env)
+    out = audited.stdout + audited.stderr
+    assert "1 of 1 worker answering" in out, out
+    assert "All workers down" not in out and "remote control failed" not in out, out
+    # The worker's settings were read over the same remote-control connection (--deep).
+    assert "task_acks_late" in out, out
