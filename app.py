@@ -70,14 +70,20 @@ def check(event: Any) -> dict[str, Any]:
 def dispatch(event: Any) -> dict[str, Any]:
     """Publish new outbox items to the SNS topic; failed records are retried by Lambda."""
     from chalicelib.notify.sns import SnsPublisher
-    from chalicelib.serverless import DispatchFailed, dispatch_records
+    from chalicelib.serverless import DeliveryLedger, DispatchFailed, dispatch_records
     from chalicelib.settings import ConfigError
 
     settings = _settings()
     if not settings.topic_arn:
         raise ConfigError("topic_arn: DOORMAN_TOPIC_ARN must be set in Lambda")
     publisher = _cached("publisher", lambda: SnsPublisher(_client("sns"), settings.topic_arn))
-    report = dispatch_records(event.to_dict().get("Records", []), publisher.send)
+    # Marks what was published on the outbox items: a replayed stream is not sent twice.
+    ledger = None
+    if settings.table_name:
+        table = settings.table_name
+        ledger = _cached("ledger", lambda: DeliveryLedger(_client("dynamodb"), table))
+    records = event.to_dict().get("Records", [])
+    report = dispatch_records(records, publisher.send, ledger=ledger)
     counts = {"Dispatched": len(report.published), "DispatchDropped": report.dropped}
     for name, value in {**counts, "DispatchRetried": len(report.failed)}.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

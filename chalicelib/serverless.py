@@ -16,6 +16,8 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from .alerting import Notification
 from .model import Severity
 from .notify.base import NotifyError
@@ -232,10 +234,51 @@ class DispatchFailed(RuntimeError):
     that the whole batch is retried."""
 
 
+@dataclass(frozen=True)
+class DeliveryLedger:
+    """Which outbox items the dispatcher already published, kept on the items themselves
+    (``delivered_at``, the attribute local delivery sets too).
+
+    The stream mapping starts at the oldest record the stream keeps (TRIM_HORIZON), so a
+    mapping created again reads up to 24 hours of notifications a second time; the ledger
+    lets the dispatcher skip those, so that no resolved alert pages anyone again.
+    ``client`` is a boto3 DynamoDB client; ``key`` the stream record's ``Keys``.
+    """
+
+    client: Any
+    table: str
+
+    def delivered(self, key: Mapping[str, Any]) -> bool:
+        """True when the item was marked published; False when not, or when it is gone.
+        Raises ClientError/BotoCoreError."""
+        found = self.client.get_item(
+            TableName=self.table,
+            Key=dict(key),
+            ConsistentRead=True,
+            ProjectionExpression="delivered_at",
+        )
+        return "delivered_at" in found.get("Item", {})
+
+    def mark(self, key: Mapping[str, Any], now: float) -> None:
+        """Mark the item published (once; an item that is gone is left alone). Raises
+        ClientError/BotoCoreError."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=dict(key),
+                UpdateExpression="SET delivered_at = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(delivered_at)",
+                ExpressionAttributeValues={":now": {"N": repr(float(now))}},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+
 @dataclass
 class DispatchReport:
     published: list[str] = field(default_factory=list)  # notification ids
-    duplicates: int = 0
+    duplicates: int = 0  # in this batch already, or published by an earlier invocation
     ignored: int = 0  # not an INSERT of an outbox item
     dropped: int = 0  # unreadable, or refused for good by SNS (logged)
     failed: list[str] = field(default_factory=list)  # stream sequence numbers to retry
@@ -261,9 +304,18 @@ def _outbox_notification(record: Mapping[str, Any]) -> Notification | None:
 
 
 def dispatch_records(
-    records: Iterable[Mapping[str, Any]], send: Callable[[Notification], None]
+    records: Iterable[Mapping[str, Any]],
+    send: Callable[[Notification], None],
+    *,
+    ledger: DeliveryLedger | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> DispatchReport:
     """Publish the notification of every new outbox item, in stream order, once per id.
+
+    With a ``ledger``, an item already marked published (a replayed stream) is skipped, and
+    each one published is marked. The ledger never holds an alert back: when it cannot be
+    read the notification is published all the same (at least once), and a failed mark is
+    only logged.
 
     At the first transient failure the dispatcher stops: that record and every later one are
     reported failed. Lambda resumes a stream at the first failed record anyway, so sending the
@@ -292,6 +344,11 @@ def dispatch_records(
         if note.id in seen:
             report.duplicates += 1
             continue
+        key = record.get("dynamodb", {}).get("Keys")
+        if ledger is not None and key and _published_before(ledger, key, note.id):
+            report.duplicates += 1
+            seen.add(note.id)
+            continue
         try:
             send(note)
         except NotifyError as exc:
@@ -305,6 +362,15 @@ def dispatch_records(
             continue
         seen.add(note.id)
         report.published.append(note.id)
+        if ledger is not None and key:
+            try:
+                ledger.mark(key, clock())
+            except (ClientError, BotoCoreError) as exc:  # published: a replay may resend it
+                log.warning(
+                    "dispatch: notification %s published but not marked (%s)",
+                    note.id,
+                    type(exc).__name__,
+                )
     log.info(
         "dispatch: %d published, %d duplicates, %d ignored, %d dropped, %d to retry",
         len(report.published),
@@ -314,6 +380,18 @@ def dispatch_records(
         len(report.failed),
     )
     return report
+
+
+def _published_before(ledger: DeliveryLedger, key: Mapping[str, Any], note_id: str) -> bool:
+    """Whether the ledger says the item was published; False when it cannot be read."""
+    try:
+        done = ledger.delivered(key)
+    except (ClientError, BotoCoreError) as exc:  # publishing twice beats not at all
+        log.warning("dispatch: delivery state of %s unreadable (%s)", note_id, type(exc).__name__)
+        return False
+    if done:
+        log.info("dispatch: notification %s was published before (stream replayed)", note_id)
+    return done
 
 
 # --- the SNS subscribers ------------------------------------------------------------------------

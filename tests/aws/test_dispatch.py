@@ -317,3 +317,17 @@ def test_the_alarms_watch_the_metrics_dispatch_emits(dispatch_env, topic, monkey
         dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
         assert set(dims) == set(dimension_set)
         assert all(emf[name] == value for name, value in dims.items())
+
+
+def test_an_unreadable_delivery_mark_never_holds_an_alert_back(
+    dispatch_env, topic, monkeypatch, caplog
+):
+    # The ledger's table cannot be read (here: it does not exist): published all the same.
+    monkeypatch.setenv("DOORMAN_TABLE", "doorman-no-such-table")
+    n = note()
+    event = {"Records": [record(2, f"OUTBOX#1#{n.id}", n)]}
+    with dispatch_env() as client:
+        assert client.lambda_.invoke("dispatch", event).payload == {"batchItemFailures": []}
+    (envelope,) = topic.envelopes(1)
+    assert json.loads(envelope["Message"])["id"] == n.id
+    assert "delivery state of" in caplog.text and "published but not marked" in caplog.text

@@ -100,3 +100,45 @@ def test_an_alert_committed_before_the_mapping_exists_is_delivered(
     # 3. Both reach the topic's subscriber, in the order they were committed.
     delivered = [json.loads(e["Message"])["id"] for e in topic.envelopes(2)]
     assert delivered == [early.id, later.id]
+
+
+def test_a_recreated_mapping_replays_the_stream_without_sending_twice(
+    dispatch_env, moto_server, dynamodb, topic, app_module
+):
+    """TRIM_HORIZON's price: a mapping created again (functions deleted and deployed anew,
+    a packaged stack whose mapping is replaced) reads up to 24 hours of the stream again.
+    The dispatcher marks each outbox item it published (``delivered_at``) and skips the
+    ones already marked, so nobody is paged again for an alert that is long resolved."""
+    store = DynamoStore(dynamodb.name, dynamodb.client)
+    position = dispatch_starting_position(app_module)
+    trigger = note(at=1_760_000_000.0)
+    resolve = note("resolve", at=1_760_000_060.0)
+    state = commit(store, TargetState(), trigger)
+    state = commit(store, state, resolve)
+    first = StreamMapping(moto_server, dynamodb, position)
+    try:
+        with dispatch_env() as client:
+            assert client.lambda_.invoke("dispatch", first.event()).payload == {
+                "batchItemFailures": []
+            }
+    finally:
+        first.close()
+    assert [json.loads(e["Message"])["id"] for e in topic.envelopes(2)] == [
+        trigger.id,
+        resolve.id,
+    ]
+    outbox = [i for i in dynamodb.items() if i["sk"]["S"].startswith("OUTBOX#")]
+    assert len(outbox) == 2 and all("delivered_at" in i for i in outbox)
+
+    # The mapping is created again: the whole stream once more, and one new alert.
+    again = StreamMapping(moto_server, dynamodb, position)
+    try:
+        new = note(type="backlog_explosion", at=1_760_000_120.0)
+        commit(store, state, new)
+        with dispatch_env() as client:
+            assert client.lambda_.invoke("dispatch", again.event()).payload == {
+                "batchItemFailures": []
+            }
+    finally:
+        again.close()
+    assert [json.loads(e["Message"])["id"] for e in topic.envelopes(1)] == [new.id]

@@ -141,3 +141,15 @@ def test_alarms_watch_drops_retries_iterator_age_and_the_queue():
     for props in (dropped, retried, age, dead[0]):
         assert props["AlarmActions"] == [{"Ref": "AlertTopic"}], props["AlarmName"]
         assert props["TreatMissingData"] == "notBreaching", props["AlarmName"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_dispatch_role_may_read_and_mark_outbox_items(stage):
+    # The delivery ledger (chalicelib.serverless.DeliveryLedger): GetItem, UpdateItem.
+    policy = json.loads((ROOT / ".chalice" / f"policy-{stage}-dispatch.json").read_text())
+    table = sub(template()["Resources"]["StateTable"]["Properties"]["TableName"], stage)
+    items = [
+        s for s in policy["Statement"] if s["Resource"] == f"arn:aws:dynamodb:*:*:table/{table}"
+    ]
+    assert len(items) == 1
+    assert sorted(items[0]["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
