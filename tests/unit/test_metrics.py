@@ -40,6 +40,7 @@ def payload(*, queues: int = 3, redis_ok: bool = True) -> dict[str, Any]:
             "alive_workers": 2,
             "total_workers": 3,
             "stuck_tasks": 1,
+            "queues_not_shown": 0,
             "redis_connected": redis_ok,
         },
         "queues": [
