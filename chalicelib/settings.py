@@ -350,9 +350,10 @@ class UrlOption:
 
     ``parse`` turns the text into the value redis-py itself reads from the URL (raising
     ValueError for anything redis-py would misread or that makes no sense for a check);
-    ``tls``: only on ``rediss://``; ``kombu``: how remote control gets it, one of
-    ``transport`` (a kombu Redis transport option of the same name), ``ssl`` (kombu's ``ssl``
-    mapping, handed to redis-py's SSL connection) or ``none`` (not for kombu: see ``why``)."""
+    ``tls``: only on ``rediss://``; ``kombu``: how remote control gets it, one of ``url``
+    (the database: the path of kombu's URL), ``transport`` (a kombu Redis transport option of
+    the same name), ``ssl`` (kombu's ``ssl`` mapping, handed to redis-py's SSL connection) or
+    ``none`` (not for kombu: see ``why``)."""
 
     parse: Callable[[str], Any]
     kombu: str
@@ -418,7 +419,7 @@ def _url_path(text: str) -> str:
 # option is refused at load time. (redis-py reads the values from the URL itself, and its
 # query options win over the keyword arguments Doorman passes.)
 URL_OPTIONS: dict[str, UrlOption] = {
-    "db": UrlOption(_url_int(0, 2**31 - 1), "transport"),  # kombu: the URL's path
+    "db": UrlOption(_url_int(0, 2**31 - 1), "url"),
     "socket_timeout": UrlOption(_url_seconds(*REDIS_TIMEOUT_RANGE), "transport"),
     "socket_connect_timeout": UrlOption(_url_seconds(*REDIS_TIMEOUT_RANGE), "transport"),
     "socket_keepalive": UrlOption(_url_bool, "transport"),
