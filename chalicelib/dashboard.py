@@ -41,6 +41,7 @@ ROWS: tuple[tuple[tuple[str, tuple[tuple[str, str], ...]], ...], ...] = (
         ),
         ("Check duration (ms)", (("CheckDurationMs", "p50"), ("CheckDurationMs", "Maximum"))),
         ("Alerts firing", (("AlertsFiring", "Maximum"),)),
+        ("Queues not shown (max_queues)", (("QueuesNotShown", "Maximum"),)),
     ),
     (
         ("Messages waiting", (("TotalPending", "Maximum"),)),
