@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..model import ActiveTask, ProbeError, WorkerRaw
+from ..model import KOMBU_PRIORITY_STEPS, KOMBU_SEP, ActiveTask, Dialect, ProbeError, WorkerRaw
 from ..sanitize import parse_time
 from ..settings import URL_OPTIONS, parse_redis_url
 
@@ -80,6 +80,7 @@ class _Reduced:
     prefetch_count: int | None = None
     uptime_sec: int | None = None
     visibility_timeout: float | None = None
+    dialect: Dialect | None = None
     active: tuple[ActiveTask, ...] = ()
     reserved_ids: tuple[str, ...] = ()
     scheduled_ids: tuple[str, ...] = ()
@@ -119,6 +120,34 @@ def reduce_stats(reply: Any, into: _Reduced) -> None:
             vt = options.get("visibility_timeout")
             if isinstance(vt, int | float) and not isinstance(vt, bool) and vt > 0:
                 into.visibility_timeout = float(vt)
+            into.dialect = reduce_dialect(options)
+
+
+QUEUE_ORDER_STRATEGIES = ("round_robin", "priority", "sorted")
+
+
+def reduce_dialect(options: dict[Any, Any]) -> Dialect:
+    """The shape-defining transport options, through an allow-list: ``sep``,
+    ``priority_steps``, ``queue_order_strategy`` and ``global_keyprefix``, each checked for
+    shape, and kombu's default for one the worker does not set. Nothing else of the options
+    (which may hold passwords) is read."""
+    sep = options.get("sep")
+    steps = options.get("priority_steps")
+    order = options.get("queue_order_strategy")
+    prefix = options.get("global_keyprefix")
+    good_steps = (
+        isinstance(steps, list | tuple)
+        and 0 < len(steps) <= 256
+        and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in steps)
+    )
+    return Dialect(
+        sep=sep if isinstance(sep, str) and 1 <= len(sep) <= 16 else KOMBU_SEP,
+        priority_steps=(
+            tuple(sorted(set(steps))) if good_steps else KOMBU_PRIORITY_STEPS  # type: ignore[arg-type]
+        ),
+        global_keyprefix=prefix if isinstance(prefix, str) and len(prefix) <= 256 else "",
+        queue_order_strategy=order if order in QUEUE_ORDER_STRATEGIES else "round_robin",
+    )
 
 
 def _request_ids(reply: Any, *, nested: bool) -> tuple[str, ...]:
@@ -277,6 +306,7 @@ class WorkerProbe:
     ) -> None:
         self._broker_url = broker_url
         self._keyprefix = keyprefix
+        self._sep = KOMBU_SEP
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._app: Any = None
@@ -302,6 +332,8 @@ class WorkerProbe:
             }
             if self._keyprefix:
                 options["global_keyprefix"] = self._keyprefix
+            if self._sep != KOMBU_SEP:
+                options["sep"] = self._sep
             # The URL's own options win, as they do for redis-py (Redis.from_url).
             options.update(broker.transport_options)
             if broker.ssl is not None:
@@ -317,6 +349,14 @@ class WorkerProbe:
             )
             self._app = app
         return self._app
+
+    def configure(self, *, keyprefix: str, sep: str) -> None:
+        """Speak the cluster's dialect: the workers look up the reply binding Doorman writes
+        with their own separator and under their own key prefix, so a mismatch loses every
+        reply. A change starts a new app and connection."""
+        if (keyprefix, sep) != (self._keyprefix, self._sep):
+            self.close()
+            self._keyprefix, self._sep = keyprefix, sep
 
     def close(self) -> None:
         if self._conn is not None:
@@ -412,6 +452,7 @@ class WorkerProbe:
                     prefetch_count=data.prefetch_count,
                     uptime_sec=data.uptime_sec,
                     visibility_timeout_sec=data.visibility_timeout,
+                    dialect=data.dialect,
                     answered=tuple(data.answered),
                 )
             )
@@ -611,7 +652,7 @@ def _permission(exc: BaseException) -> ProbeError | None:
         lowered = text.lower()
         denied = _DENIED_COMMAND.search(lowered)
         if denied:
-            command = denied.group(1).upper()
+            command = denied.group(1).upper().replace("|", " ")  # script|load: SCRIPT LOAD
             return ProbeError(
                 "workers",
                 "permission",
