@@ -240,12 +240,22 @@ class Worker:
             return ""
 
 
-def wait_for_workers(broker: str, names: Sequence[str], timeout: float = 30.0) -> None:
-    """Block until every named worker answers a ping; raise EmbeddedError otherwise."""
+def wait_for_workers(
+    broker: str,
+    names: Sequence[str],
+    timeout: float = 30.0,
+    transport_options: dict[str, Any] | None = None,
+) -> None:
+    """Block until every named worker answers a ping; raise EmbeddedError otherwise.
+
+    ``transport_options``: the workers' key prefix and separator, which the ping must share.
+    """
     from celery import Celery
 
     app = Celery("doorman-wait", broker=broker, set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
+    if transport_options:
+        app.conf.broker_transport_options = dict(transport_options)
     deadline = time.monotonic() + timeout
     missing = set(names)
     try:

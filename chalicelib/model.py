@@ -48,6 +48,78 @@ _RANKS = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2, Severity.
 
 # --- raw, as collected ---------------------------------------------------------------------
 
+KOMBU_SEP = "\x06\x16"  # kombu's default separator of binding members and priority lists
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default priority_steps
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a cluster's kombu names its Redis keys: the shape-defining transport options.
+
+    None is "not known" (kombu's default applies). Learned from the workers' ``stats``
+    replies, guessed from the keys when no worker answers, or set explicitly; nothing else
+    of the transport options (which can hold passwords) is kept.
+    """
+
+    sep: str | None = None
+    priority_steps: tuple[int, ...] | None = None
+    global_keyprefix: str | None = None
+    queue_order_strategy: str | None = None
+
+    def over(self, other: Dialect | None) -> Dialect:
+        """This dialect, with what it does not know taken from ``other``."""
+        if other is None:
+            return self
+        return Dialect(
+            sep=self.sep if self.sep is not None else other.sep,
+            priority_steps=(
+                self.priority_steps if self.priority_steps is not None else other.priority_steps
+            ),
+            global_keyprefix=(
+                self.global_keyprefix
+                if self.global_keyprefix is not None
+                else other.global_keyprefix
+            ),
+            queue_order_strategy=(
+                self.queue_order_strategy
+                if self.queue_order_strategy is not None
+                else other.queue_order_strategy
+            ),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in vars(self).items()
+            if v is not None
+        }
+
+    @classmethod
+    def from_json(cls, body: object) -> Dialect | None:
+        """A stored dialect, or None for anything not of its shape (never raises)."""
+        if not isinstance(body, dict):
+            return None
+        sep, prefix, order = (
+            body.get("sep"),
+            body.get("global_keyprefix"),
+            body.get("queue_order_strategy"),
+        )
+        steps = body.get("priority_steps")
+        return cls(
+            sep=sep if isinstance(sep, str) and 0 < len(sep) <= 16 else None,
+            priority_steps=(
+                tuple(steps)
+                if isinstance(steps, list)
+                and all(
+                    isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in steps
+                )
+                and steps
+                else None
+            ),
+            global_keyprefix=prefix if isinstance(prefix, str) and len(prefix) <= 256 else None,
+            queue_order_strategy=order if isinstance(order, str) and len(order) <= 32 else None,
+        )
+
 
 @dataclass(frozen=True)
 class ProbeError:
@@ -149,6 +221,7 @@ class WorkerRaw:
     visibility_timeout_sec: float | None = None
     answered: tuple[str, ...] = ()  # which remote-control commands it answered
     detail_age_sec: float | None = None  # stats/reserved/scheduled/queues from a past check
+    dialect: Dialect | None = None  # the shape-defining broker options its stats reported
 
 
 @dataclass(frozen=True)
@@ -166,6 +239,7 @@ class Snapshot:
     duration_ms: float = 0.0
     phase_ms: dict[str, float] = field(default_factory=dict)
     queues_found: int = 0  # discovered before max_queues cut (at least, when truncated)
+    dialect: Dialect | None = None  # what the next check should assume (learned or guessed)
 
 
 # --- sanitized -----------------------------------------------------------------------------

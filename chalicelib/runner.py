@@ -144,6 +144,7 @@ def run_check(settings: Settings, deps: Deps, *, dry_run: bool = False) -> Check
         skip_worker=lambda name: discover != "always" and hasher.worker(name) in forgotten,
         discover_workers=discover,
         visibility_timeout=state.visibility_timeout,
+        dialect=state.dialect,
     )
     snapshot = deps.collector.collect(plan, clock=lambda: now)
     sample, unacked = sanitize(
@@ -205,6 +206,7 @@ def run_check(settings: Settings, deps: Deps, *, dry_run: bool = False) -> Check
         ),
         alerts=alerts,
         history=history[-HISTORY_LENGTH:],
+        dialect=snapshot.dialect or state.dialect,
     )
     committed = False
     if dry_run:

@@ -40,6 +40,9 @@ class Settings:
     check_interval_seconds: float = 30.0
     monitored_queues: tuple[str, ...] = ()
     global_keyprefix: str = ""
+    # kombu's "sep" and "priority_steps" transport options; None: learned from the workers.
+    priority_separator: str | None = None
+    priority_steps: tuple[int, ...] | None = None
     sanitize_task_signatures: bool = True
     thresholds: Thresholds = field(default_factory=Thresholds)
     alert_cooldown_seconds: float = 300.0
@@ -269,6 +272,31 @@ def _parse_names(value: Any) -> tuple[str, ...]:
         if item.strip():
             names.append(item.strip())
     return tuple(dict.fromkeys(names))
+
+
+def _parse_separator(value: Any) -> str:
+    """kombu's ``sep``: 1 to 16 characters."""
+    text = _parse_text(value)
+    if not 1 <= len(text) <= 16:
+        raise ValueError(f"must be 1 to 16 characters, got {len(text)}")
+    return text
+
+
+def _parse_steps(value: Any) -> tuple[int, ...]:
+    """kombu's ``priority_steps``: whole numbers 0 to 255, as a list or "0,3,6,9"."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ValueError(f"expected a list of whole numbers, got {_show(value)}")
+    steps: set[int] = set()
+    for item in items:
+        try:
+            step = int(item.strip()) if isinstance(item, str) else item
+        except ValueError:
+            raise ValueError(f"expected whole numbers, found {_show(item)}") from None
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 255:
+            raise ValueError(f"expected whole numbers from 0 to 255, found {_show(item)}")
+        steps.add(step)
+    return tuple(sorted(steps))
 
 
 def _parse_url(value: Any) -> str:
@@ -562,6 +590,8 @@ _FIELDS: dict[str, _Field] = {
     "check_interval_seconds": _Field(_seconds_between(1, DAY), "CHECK_INTERVAL"),
     "monitored_queues": _Field(_parse_names, "DOORMAN_MONITORED_QUEUES"),
     "global_keyprefix": _Field(_parse_text, "DOORMAN_GLOBAL_KEYPREFIX"),
+    "priority_separator": _Field(_optional(_parse_separator), "DOORMAN_PRIORITY_SEPARATOR"),
+    "priority_steps": _Field(_optional(_parse_steps), "DOORMAN_PRIORITY_STEPS"),
     "privacy.sanitize_task_signatures": _Field(_parse_bool, "DOORMAN_SANITIZE_TASK_SIGNATURES"),
     "thresholds.max_queue_size": _Field(_count_between(0, 10**9), "MAX_QUEUE_SIZE"),
     "thresholds.max_wait_time_seconds": _Field(_seconds_between(0, 365 * DAY), "MAX_WAIT_TIME"),
@@ -639,6 +669,8 @@ TARGET_KEYS = frozenset(
         "celery_broker_url",
         "monitored_queues",
         "global_keyprefix",
+        "priority_separator",
+        "priority_steps",
         "thresholds.max_queue_size",
         "thresholds.max_wait_time_seconds",
         "thresholds.max_task_runtime_seconds",

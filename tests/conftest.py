@@ -48,6 +48,7 @@ class WorkerFactory:
         queues: tuple[str, ...] = ("celery",),
         env: dict[str, str] | None = None,
         wait: bool = True,
+        transport_options: dict[str, Any] | None = None,
     ) -> Worker:
         worker = Worker(
             PII_APP,
@@ -62,7 +63,9 @@ class WorkerFactory:
         self.started.append(worker)
         if wait:
             try:
-                wait_for_workers(self.broker, [name], timeout=45)
+                wait_for_workers(
+                    self.broker, [name], timeout=45, transport_options=transport_options
+                )
             except Exception:
                 print(worker.log_text()[-3000:])
                 raise

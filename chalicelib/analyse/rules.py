@@ -40,8 +40,13 @@ def redis_unreachable(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[F
     )
 
 
+def _dialect_unsure(sample: Sample) -> bool:
+    """The broker's key naming is guessed, not confirmed: silence may be Doorman's own."""
+    return any(e.kind == "dialect" for e in sample.errors)
+
+
 def workers_gone(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Finding]:
-    if not _workers_asked(sample) or sample.alive_workers > 0:
+    if not _workers_asked(sample) or sample.alive_workers > 0 or _dialect_unsure(sample):
         return
     pending = sample.total_pending
     if pending > 0:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
-from ..model import ProbeError, Snapshot, WorkerRaw
+from ..model import KOMBU_SEP, Dialect, ProbeError, Snapshot, WorkerRaw
 from ..settings import Settings
-from .redis_probe import RedisProbe, connect, describe_error
+from .redis_probe import PRIORITY_STEPS, RedisProbe, RedisResult, connect, describe_error
 from .worker_probe import ConfResult, WorkerProbe, mark_silent
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
@@ -26,6 +26,7 @@ class ProbePlan:
     # "if_none": only when the bindings name no worker at all; "never".
     discover_workers: str = "never"
     visibility_timeout: float | None = None
+    dialect: Dialect | None = None  # what the last checks learned of the broker's key names
 
 
 class Collector:
@@ -34,9 +35,7 @@ class Collector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client = connect(settings.broker_url, settings.redis_timeout_seconds)
-        self._redis = RedisProbe(
-            self._client, keyprefix=settings.global_keyprefix, max_queues=settings.max_queues
-        )
+        self._redis = self._probe_for(explicit_dialect(settings), explicit_dialect(settings))
         self._tls = settings.broker_url.lower().startswith("rediss://")
         self._detail: dict[str, WorkerRaw] = {}
         self._detail_at: float | None = None
@@ -49,6 +48,20 @@ class Collector:
             keyprefix=settings.global_keyprefix,
             timeout=settings.worker_timeout_seconds,
             connect_timeout=settings.redis_timeout_seconds,
+        )
+
+    def _probe_for(
+        self, assumed: Dialect, explicit: Dialect, *, verify_sep: bool = False
+    ) -> RedisProbe:
+        return RedisProbe(
+            self._client,
+            keyprefix=assumed.global_keyprefix or "",
+            max_queues=self.settings.max_queues,
+            sep=(assumed.sep or KOMBU_SEP).encode(),
+            priority_steps=assumed.priority_steps or PRIORITY_STEPS,
+            guess_sep=explicit.sep is None,
+            guess_prefix=explicit.global_keyprefix is None,
+            verify_sep=verify_sep,
         )
 
     def _detail_due(self, now: float, candidates: list[str], overdue: bool) -> bool:
@@ -126,6 +139,11 @@ class Collector:
         # round trip, so one without a binding does not need a second pass.
         consumed_before = (q for w in self._detail.values() for q in w.queues)
         asked = tuple(dict.fromkeys((*settings.monitored_queues, *consumed_before)))
+        explicit = explicit_dialect(settings)
+        assumed = explicit.over(plan.dialect)
+        # Look for lists named with another separator until a worker has confirmed ours.
+        confirmed = plan.dialect is not None and plan.dialect.sep is not None
+        self._redis = self._probe_for(assumed, explicit, verify_sep=not confirmed)
         try:
             result = self._redis.collect(asked, now, vt)
         except (redis.RedisError, OSError) as exc:
@@ -140,6 +158,9 @@ class Collector:
             )
         phases["redis_ms"] = _ms(started)
 
+        used = Dialect(sep=result.guessed.sep, global_keyprefix=result.guessed.global_keyprefix)
+        used = used.over(assumed)
+        self._workers.configure(keyprefix=used.global_keyprefix or "", sep=used.sep or KOMBU_SEP)
         t_workers = time.perf_counter()
         candidates = [n for n in result.worker_names if not plan.skip_worker(n)]
         budget = self._worker_budget()
@@ -156,7 +177,9 @@ class Collector:
         phases["workers_ms"] = _ms(t_workers)
         self._online = tuple(w.hostname for w in found if w.status == "online")
 
-        errors: list[ProbeError] = [*result.errors, *workers.errors]
+        reported = [w.dialect for w in found if w.status == "online" and w.dialect is not None]
+        learned, dialect_errors = settle_dialect(reported, result, explicit, used)
+        errors: list[ProbeError] = [*result.errors, *workers.errors, *dialect_errors]
         queues = result.queues
         consumed = {q for w in found for q in w.queues}
         missing = tuple(sorted(consumed - {q.name for q in queues}))
@@ -178,12 +201,92 @@ class Collector:
             errors=tuple(errors),
             discovery_truncated=result.truncated,
             queues_found=result.found_queues + len(queues) - len(result.queues),
+            dialect=learned.over(plan.dialect),
             # Workers that could not be asked (remote control denied) are neither alive nor
             # dead: the rules must not conclude anything about them.
             workers_probed=not any(e.kind == "permission" for e in workers.errors),
             duration_ms=_ms(started),
             phase_ms=phases,
         )
+
+
+def explicit_dialect(settings: Settings) -> Dialect:
+    """The key-naming options the settings fix; they win over anything learned."""
+    return Dialect(
+        sep=settings.priority_separator,
+        priority_steps=settings.priority_steps,
+        global_keyprefix=settings.global_keyprefix or None,
+    )
+
+
+def _show(text: str) -> str:
+    return repr(text[:100])
+
+
+def settle_dialect(
+    reported: list[Dialect], result: RedisResult, explicit: Dialect, used: Dialect
+) -> tuple[Dialect, tuple[ProbeError, ...]]:
+    """What to assume next time, and the ``dialect`` errors of this check.
+
+    The workers' own broker options are the truth when they answer (all of them should
+    agree); what the keys suggested is kept but named as a guess until a worker confirms it.
+    """
+    errors: list[ProbeError] = []
+
+    def say(message: str) -> None:
+        errors.append(ProbeError("queues", "dialect", message))
+
+    worker = reported[0] if reported else None
+    if any(d != worker for d in reported[1:]):
+        say(
+            "the workers disagree on the broker's key options (sep, priority_steps,"
+            " global_keyprefix): the first worker's are used"
+        )
+    guessed = result.guessed
+    if guessed.sep is not None and (worker is None or worker.sep != guessed.sep):
+        say(
+            f"the binding members use the separator {_show(guessed.sep)}, not kombu's default"
+            f" {_show(KOMBU_SEP)}: they were read with it, but no live worker confirms it"
+            f" (set priority_separator: {_show(guessed.sep)} to make it explicit)"
+        )
+    if result.members_sep is not None:
+        say(
+            f"the binding members do not use the separator set in priority_separator"
+            f" ({_show(explicit.sep or KOMBU_SEP)}) but {_show(result.members_sep)}: they"
+            " were not read (correct priority_separator, or leave it unset to learn it)"
+        )
+    prefix = used.global_keyprefix
+    confirmed = worker is not None and worker.global_keyprefix == prefix
+    if prefix and explicit.global_keyprefix is None and not confirmed:
+        where = (
+            "found Celery's keys under the key prefix"
+            if guessed.global_keyprefix is not None
+            else "reading the key prefix learned before,"
+        )
+        say(
+            f"{where} {_show(prefix)}, but no live worker answers under it"
+            f" (set global_keyprefix: {_show(prefix)} to make it explicit)"
+        )
+    if result.other_prefixes:
+        shown = ", ".join(_show(p) for p in result.other_prefixes[:5])
+        say(
+            f"no Celery keys under the key prefix {_show(used.global_keyprefix or '')}; found"
+            f" them under {shown}: set global_keyprefix to the one to watch"
+        )
+    for queue, sep in result.foreign_priority_lists[:5]:
+        say(
+            f"lists named {_show(queue + sep)}<n> lie beside the queue {_show(queue)}: kombu's"
+            f" separator seems to be {_show(sep)} (set priority_separator: {_show(sep)})"
+        )
+    if worker is not None:
+        for name in ("sep", "priority_steps", "global_keyprefix"):
+            mine, theirs = getattr(explicit, name), getattr(worker, name)
+            if mine is not None and theirs is not None and mine != theirs:
+                setting = "priority_separator" if name == "sep" else name
+                say(f"{setting} is set to {mine!r} but the workers use {theirs!r}")
+    learned = worker if worker is not None else Dialect()
+    learned = learned.over(guessed)
+    return learned, tuple(errors)
 
 
 def _ms(since: float) -> float:

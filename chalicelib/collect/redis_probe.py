@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -20,7 +20,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..model import MessagePeek, ProbeError, QueueRaw, RedisInfo, UnackedEntry, UnackedRaw
+from ..model import (
+    KOMBU_SEP,
+    Dialect,
+    MessagePeek,
+    ProbeError,
+    QueueRaw,
+    RedisInfo,
+    UnackedEntry,
+    UnackedRaw,
+)
 
 PEEK_MAX_BYTES = 1 << 20  # larger messages are counted and fingerprinted, not decoded
 MAX_UNACKED_ROWS = 200
@@ -135,8 +144,34 @@ DECODE_BUDGET = 256 << 10  # message bytes one script call decodes before it sto
 ETA_WINDOW = 50  # messages looked at from the old end of a list for one that is due
 MAX_ROUNDS = 2000  # round trips per phase: a guard against a script that never finishes
 PRIORITY_STEPS = tuple(range(1, 10))  # kombu clamps priorities to 0-9
-DEFAULT_SEP = b"\x06\x16"
+DEFAULT_SEP = KOMBU_SEP.encode()
 WELL_KNOWN_BINDINGS = ("celery", "celery.pidbox")  # read directly when SCAN is denied
+PREFIX_LOOK_CALLS = 50  # SCAN calls looking for bindings under another prefix
+MAX_OTHER_PREFIXES = 20
+# Separators to try for priority lists beside a queue, and the steps looked at ("q:3").
+CANDIDATE_SEPS = (DEFAULT_SEP, b":", b"|", b"/", b".", b"-", b"_")
+PRIORITY_LOOK_STEPS = (b"1", b"3", b"6", b"9")
+PRIORITY_LOOK_QUEUES = 20
+
+
+def guess_separator(members: list[bytes]) -> bytes | None:
+    """The separator that makes binding members read as kombu writes a queue's binding to
+    the default exchange (``queue SEP SEP queue``: routing key, empty pattern, queue), by
+    vote over the members; None when no member has that shape."""
+    votes: dict[bytes, int] = {}
+    for member in members[:200]:
+        if len(member) > 1024:
+            continue
+        for width in range(1, 9):
+            rest = len(member) - 2 * width
+            if rest <= 0 or rest % 2:
+                continue
+            half = rest // 2
+            sep = member[half : half + width]
+            if member[half + width : half + 2 * width] == sep and member[:half] == member[-half:]:
+                votes[sep] = votes.get(sep, 0) + 1
+                break
+    return max(votes, key=lambda s: votes[s]) if votes else None
 
 
 @dataclass(frozen=True)
@@ -149,6 +184,12 @@ class RedisResult:
     found_queues: int  # queues discovered (at least; see ``truncated``), before max_queues
     truncated: bool
     errors: tuple[ProbeError, ...]
+    # What the keys say of the dialect, where they disagreed with what was assumed: a
+    # separator that parses the binding members, the one prefix bindings were found under.
+    guessed: Dialect = field(default_factory=Dialect)
+    other_prefixes: tuple[str, ...] = ()  # bindings found under several other prefixes
+    foreign_priority_lists: tuple[tuple[str, str], ...] = ()  # (queue, separator seen)
+    members_sep: str | None = None  # the separator binding members use, when not the one set
 
 
 def denied_command(exc: BaseException) -> str | None:
@@ -233,12 +274,23 @@ class RedisProbe:
         max_queues: int = 10_000,
         sep: bytes = DEFAULT_SEP,
         priority_steps: tuple[int, ...] = PRIORITY_STEPS,
+        guess_sep: bool = False,
+        guess_prefix: bool = False,
+        verify_sep: bool = False,
     ):
+        """``guess_sep``/``guess_prefix``: the separator or key prefix is not set, so the
+        keys may overrule the one assumed (see ``RedisResult.guessed``). ``verify_sep``: no
+        worker has confirmed the separator; look for priority lists named with another."""
         self._client = client
         self._prefix = keyprefix
         self._max_queues = max_queues
         self._sep = sep
-        self._steps = ",".join(str(s) for s in priority_steps if 0 < s <= 255)
+        self._steps = ",".join(str(s) for s in sorted(set(priority_steps)) if 0 < s <= 255)
+        self._guess_sep = guess_sep
+        self._guess_prefix = guess_prefix
+        self._guessed_sep: bytes | None = None
+        self._members_sep: bytes | None = None  # what the members use, when it is not ours
+        self._verify_sep = verify_sep
         self._scripts = "evalsha"  # "eval" when SCRIPT is denied, "none" when scripts are
 
     def collect(
@@ -260,6 +312,16 @@ class RedisProbe:
         else:
             info = _info_from(info_raw)
         bindings = self._bindings(first_scan, errors)
+        prefix_guess: str | None = None
+        others: list[str] = []
+        if self._guess_prefix and not bindings.queues and not bindings.workers:
+            others = self._other_prefixes()
+            if len(others) == 1:
+                # Nothing here, and one other prefix has Celery's keys: read those.
+                prefix_guess, others = others[0], []
+                self._prefix = prefix_guess
+                first_scan = self._client.scan(0, match=self._binding_pattern(), count=SCAN_COUNT)
+                bindings = self._bindings(first_scan, errors)
         names = list(dict.fromkeys([c.encode() for c in configured if c] + bindings.queues))
         found = max(len(names), bindings.members_total if not bindings.complete else 0)
         truncated = not bindings.complete or len(names) > self._max_queues
@@ -268,6 +330,8 @@ class RedisProbe:
         unacked = self._unacked(now, visibility_timeout, errors)
         if truncated:
             errors.add(_truncation(len(shown), found, self._max_queues, bindings.complete))
+        foreign = self._foreign_priority_lists(shown) if self._verify_sep else ()
+        guessed_sep = self._guessed_sep
         return RedisResult(
             queues=queues,
             worker_names=tuple(dict.fromkeys(bindings.workers)),
@@ -277,6 +341,13 @@ class RedisProbe:
             found_queues=found,
             truncated=truncated,
             errors=tuple(errors.items),
+            guessed=Dialect(
+                sep=guessed_sep.decode("utf-8", "replace") if guessed_sep else None,
+                global_keyprefix=prefix_guess,
+            ),
+            other_prefixes=tuple(others),
+            foreign_priority_lists=foreign,
+            members_sep=self._members_sep.decode("utf-8", "replace") if self._members_sep else None,
         )
 
     def measure(
@@ -353,7 +424,12 @@ class RedisProbe:
             order = list(cursors)
             for key in order:
                 pipe.sscan(key, cursors[key], count=SSCAN_COUNT)
-            for key, reply in zip(order, pipe.execute(raise_on_error=False), strict=True):
+            replies = pipe.execute(raise_on_error=False)
+            if rounds == 1:
+                self._maybe_guess_sep(
+                    [m for r in replies if not isinstance(r, BaseException) for m in r[1]]
+                )
+            for key, reply in zip(order, replies, strict=True):
                 if isinstance(reply, BaseException):
                     _raise_unless_response(reply)
                     if denied_command(reply) is not None:
@@ -382,6 +458,65 @@ class RedisProbe:
             total = sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
         return _Bindings(list(queues), workers, pidboxes, total, complete and finished)
 
+    def _maybe_guess_sep(self, members: list[bytes]) -> None:
+        """When none of the binding members holds the separator assumed, find the one they
+        use (the first batch of every set decides, before anything is parsed): take it when
+        the separator is not set, else remember it to name the mismatch."""
+        if not members or any(self._sep in m for m in members):
+            return
+        found = guess_separator(members)
+        if found is None or found == self._sep:
+            return
+        if self._guess_sep:
+            self._sep = found
+            self._guessed_sep = found
+        else:
+            self._members_sep = found
+
+    def _other_prefixes(self) -> list[str]:
+        """Key prefixes other than the one assumed under which Celery's binding sets exist,
+        from a bounded SCAN (PREFIX_LOOK_CALLS x SCAN_COUNT keys)."""
+        found: dict[str, None] = {}
+        cursor, calls = 0, 0
+        marker = b"_kombu.binding."
+        while calls < PREFIX_LOOK_CALLS:
+            try:
+                cursor, keys = self._client.scan(
+                    cursor, match="*_kombu.binding.*", count=SCAN_COUNT
+                )
+            except redis.ResponseError:
+                break  # SCAN denied: already named by discovery
+            calls += 1
+            for key in keys:
+                raw = key if isinstance(key, bytes) else str(key).encode()
+                prefix = raw[: raw.find(marker)].decode("utf-8", "replace")
+                if prefix != self._prefix and len(found) < MAX_OTHER_PREFIXES:
+                    found[prefix] = None
+            if cursor == 0:
+                break
+        return sorted(found)
+
+    def _foreign_priority_lists(self, names: list[bytes]) -> tuple[tuple[str, str], ...]:
+        """Queues beside which lists named with another separator exist ("celery:3" where
+        the separator assumed is kombu's default): a bounded EXISTS of a few names."""
+        candidates = [c for c in CANDIDATE_SEPS if c != self._sep]
+        looked = names[:PRIORITY_LOOK_QUEUES]
+        if not looked:
+            return ()
+        pipe = self._client.pipeline(transaction=False)
+        prefix = self._prefix.encode()
+        for name in looked:
+            for sep in candidates:
+                pipe.exists(*(prefix + name + sep + d for d in PRIORITY_LOOK_STEPS))
+        replies = iter(pipe.execute(raise_on_error=False))
+        found: list[tuple[str, str]] = []
+        for name in looked:
+            for sep in candidates:
+                reply = next(replies)
+                if isinstance(reply, int) and reply > 0:
+                    found.append((_name(name), sep.decode("utf-8", "replace")))
+        return tuple(found)
+
     def _read_members(
         self, exchange: str, members: list[bytes], queues: dict[bytes, None], workers: list[str]
     ) -> None:
@@ -389,11 +524,17 @@ class RedisProbe:
         if exchange.endswith(".pidbox"):
             suffix = ("." + exchange).encode()
             for member in members:
+                if sep not in member:
+                    continue
                 queue = member.rsplit(sep, 1)[-1]
                 if queue.endswith(suffix) and len(queue) > len(suffix):
                     workers.append(queue[: -len(suffix)].decode("utf-8", "replace"))
             return
         for member in members:
+            # A member without the separator is not kombu's (or not in this dialect): its
+            # whole text is no queue name, and kombu itself could not read it either.
+            if sep not in member:
+                continue
             queue = member.rsplit(sep, 1)[-1]
             if queue and not queue.endswith(b".pidbox"):
                 queues[queue] = None

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from ..alerting import AlertState, Notification, Silence
-from ..model import Observation
+from ..model import Dialect, Observation
 
 OUTBOX_TTL_SECONDS = 3 * 86400
 
@@ -41,6 +41,7 @@ class TargetState:
     last_discovery: float | None = None
     alerts: dict[str, AlertState] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    dialect: Dialect | None = None  # the broker's key naming, as learned
 
     def to_json(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies the history and sample on every commit,
@@ -56,6 +57,7 @@ class TargetState:
             "last_discovery": self.last_discovery,
             "alerts": {k: a.to_json() for k, a in self.alerts.items()},
             "history": self.history,
+            "dialect": self.dialect.to_json() if self.dialect is not None else None,
         }
 
     @classmethod
@@ -75,6 +77,8 @@ class TargetState:
             last_discovery=_optional_number(body, "last_discovery"),
             alerts={k: _alert(k, v) for k, v in _mapping(body, "alerts").items()},
             history=_history(body),
+            # Shaped like nothing it knows (an older Doorman, a hand edit): learn it again.
+            dialect=Dialect.from_json(body.get("dialect")),
         )
 
 

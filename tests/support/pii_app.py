@@ -35,6 +35,8 @@ PLANTED = (
     PLANTED_WORKER_HOST,
 )
 
+DOCS_PRIORITY = {"priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
+
 app = Celery("pii-app", broker=os.environ.get("DOORMAN_DEMO_BROKER", "redis://127.0.0.1:1/0"))
 app.conf.update(
     task_acks_late=os.environ.get("PII_ACKS_LATE", "1") == "1",
@@ -50,6 +52,9 @@ app.conf.update(
 )
 if not os.environ.get("PII_KEYPREFIX"):
     del app.conf.broker_transport_options["global_keyprefix"]
+if os.environ.get("PII_DOCS_PRIORITY") == "1":
+    # The Redis priority setup Celery's documentation recommends.
+    app.conf.broker_transport_options.update(DOCS_PRIORITY)
 
 if os.environ.get("PII_PRODUCER_HOOK") == "1":
     from chalicelib.producer_hook import install
