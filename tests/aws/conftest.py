@@ -38,12 +38,15 @@ class Stream:
     """Reads a table's stream from its start, as Lambda's event source mapping would, and
     turns the records into the event Lambda hands the function."""
 
-    def __init__(self, server: MotoServer, table: DynamoTable) -> None:
+    def __init__(
+        self, server: MotoServer, table: DynamoTable, position: str = "TRIM_HORIZON"
+    ) -> None:
+        """``position``: where the reading starts (TRIM_HORIZON, or LATEST: from now on)."""
         self.client = aws(server, "dynamodbstreams")
         self.arn = table.client.describe_table(TableName=table.name)["Table"]["LatestStreamArn"]
         shard = self.client.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"][0]
         self._iterator = self.client.get_shard_iterator(
-            StreamArn=self.arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            StreamArn=self.arn, ShardId=shard["ShardId"], ShardIteratorType=position
         )["ShardIterator"]
 
     def event(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ real SNS topic.
 
 from __future__ import annotations
 
-import datetime
 import json
 from collections.abc import Callable
 from typing import Any
@@ -20,9 +19,8 @@ import pytest
 from chalicelib.alerting import Notification
 from chalicelib.state.base import TargetState
 from chalicelib.state.dynamodb import DynamoStore
-from tests.aws.conftest import Topic
+from tests.aws.conftest import Stream, Topic
 from tests.notify.notes import note
-from tests.support.moto_server import DynamoTable, MotoServer, aws
 
 TARGET = "prod-eu"
 
@@ -34,32 +32,9 @@ def dispatch_starting_position(app_module: Any) -> str:
     return position
 
 
-class StreamMapping:
-    """An event source mapping created now, at ``position`` of the table's stream: it hands
-    on what Lambda would hand ``dispatch`` from then on."""
-
-    def __init__(self, server: MotoServer, table: DynamoTable, position: str) -> None:
-        self.client = aws(server, "dynamodbstreams")
-        self.arn = table.client.describe_table(TableName=table.name)["Table"]["LatestStreamArn"]
-        shard = self.client.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"][0]
-        self._iterator = self.client.get_shard_iterator(
-            StreamArn=self.arn, ShardId=shard["ShardId"], ShardIteratorType=position
-        )["ShardIterator"]
-
-    def event(self) -> dict[str, Any]:
-        page = self.client.get_records(ShardIterator=self._iterator, Limit=1000)
-        self._iterator = page.get("NextShardIterator") or self._iterator
-        records = []
-        for record in page["Records"]:
-            inner = dict(record["dynamodb"])
-            created = inner["ApproximateCreationDateTime"]
-            if isinstance(created, datetime.datetime):  # boto3 parsed it; Lambda sends epoch
-                inner["ApproximateCreationDateTime"] = created.timestamp()
-            records.append({**record, "dynamodb": inner, "eventSourceARN": self.arn})
-        return {"Records": records}
-
-    def close(self) -> None:
-        self.client.close()
+# An event source mapping created now, at a position of the table's stream: it hands on
+# what Lambda would hand ``dispatch`` from then on.
+StreamMapping = Stream
 
 
 def commit(store: DynamoStore, state: TargetState, *notes: Notification) -> TargetState:
