@@ -51,9 +51,9 @@ def check(event: Any) -> dict[str, Any]:
     budget = budget_seconds(_settings().check_budget_seconds, remaining() if remaining else None)
     outcomes = run_targets(_slots(), budget)
     for name, result in ((o.target, o.result) for o in outcomes if o.result is not None):
-        critical = _slots()[name].settings.thresholds.critical_queues
+        chosen = _slots()[name].settings.metric_queues
         try:
-            emit_metrics(result.payload, target=name, pinned_queues=critical)
+            emit_metrics(result.payload, target=name, metric_queues=chosen)
         except Exception as exc:  # metrics never cost a check its result
             logger.error("metrics of %s not emitted: %s", name, type(exc).__name__)
     return {"budget_seconds": round(budget, 3), "targets": [o.summary() for o in outcomes]}

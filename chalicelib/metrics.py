@@ -1,27 +1,35 @@
-"""The metric catalogue and its CloudWatch Embedded Metric Format (EMF) emission.
+"""The metric catalogue, and the check's log lines: a few CloudWatch metrics (EMF), the rest
+plain properties read by Logs Insights.
 
 The check function runs in the VPC without internet, so it never calls ``PutMetricData``:
-it prints EMF documents (one JSON object per line) to stdout, and CloudWatch Logs turns
-them into metrics. The documents are built with powertools' EMF provider, one provider per
-document, so no state is shared with a ``Metrics`` instance the handlers may use.
+it prints JSON lines to stdout. Each custom metric series costs $0.30 a month whether anyone
+looks at it or not, so only what an alarm needs is a metric:
 
-Every metric has the dimension ``target``; the per-queue metrics add ``queue``. One
-document carries every target-wide metric; each reported queue gets a document of its own
-(the value of a dimension is per document). Each per-queue series is a billed custom metric,
-so their number is capped (``max_queue_series``) and the queues kept are the largest.
+- one line per target (``"doorman": "check"``): an EMF document whose only metric, by
+  default, is the heartbeat ``CheckSucceeded`` (dimension ``target``; the per-target "no
+  check" watchdog alarm). Every other target figure (pending, latency, workers, ...) is a
+  property of the same line, which CloudWatch Logs keeps and does not bill as a metric;
+- one line per queue (``"doorman": "queue"``), the largest queues first and at most
+  ``max_logged_queues`` of them: the queue's depth and latency as properties. A queue named
+  in ``metric_queues`` gets its line as an EMF document instead, with ``QueueDepth`` and
+  ``QueueLatencySec`` as metrics (dimensions ``target``, ``queue``): two series each, for
+  users who alarm on that queue.
 
-The heartbeat ``CheckSucceeded`` is 1 when the check reached Redis and 0 when it did not.
-It is emitted by every check that ran, so its absence means the function did not run (the
-watchdog alarm in ``infra/doorman.yaml``); a 0 is the ``redis_unreachable`` alert's business.
-When Redis was not reached, the metrics read from Redis are left out rather than sent as
-zeros, so a graph shows a gap instead of an empty queue.
+The dashboards draw everything else with CloudWatch Logs Insights over the check function's
+log group, from the same field names (``chalicelib.dashboard``).
+
+``CheckSucceeded`` is 1 when the check reached Redis and 0 when it did not. It is emitted by
+every check that ran, so its absence means the target was not checked (the watchdog alarm);
+a 0 is the ``redis_unreachable`` alert's business. When Redis was not reached, the figures
+read from Redis are left out rather than sent as zeros, so a graph shows a gap instead of an
+empty queue.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -36,7 +44,13 @@ from .sanitize import names_queue
 NAMESPACE = "Doorman"
 TARGET_DIMENSION = "target"
 QUEUE_DIMENSION = "queue"
-DEFAULT_MAX_QUEUE_SERIES = 20
+# The field that says what a line is, for Logs Insights' filters.
+KIND_FIELD = "doorman"
+CHECK_KIND = "check"
+QUEUE_KIND = "queue"
+# Queue lines per check at most: ~70 bytes each, so 100 queues log ~7 KB a check (0.3 GB a
+# month at one check a minute, $0.15). Queues named in metric_queues always get theirs.
+DEFAULT_MAX_LOGGED_QUEUES = 100
 # CloudWatch's EMF limits: 100 metrics per document, 30 dimensions per dimension set.
 MAX_METRICS_PER_DOCUMENT = 100
 MAX_DIMENSIONS = 30
@@ -55,6 +69,8 @@ class MetricDef:
     source: str  # the payload field(s), for people
     extract: Extract
     needs_redis: bool = True  # left out when the check could not reach Redis
+    # A billed CloudWatch metric (an alarm needs it); otherwise a property of the log line.
+    billed: bool = False
 
 
 def _number(value: object) -> float | None:
@@ -115,6 +131,7 @@ TARGET_METRICS: tuple[MetricDef, ...] = (
         "metrics.redis_connected",
         _check_succeeded,
         needs_redis=False,
+        billed=True,
     ),
     MetricDef(
         "CheckDurationMs",
@@ -236,6 +253,8 @@ QUEUE_METRICS: tuple[MetricDef, ...] = (
 )
 
 CATALOGUE: tuple[MetricDef, ...] = TARGET_METRICS + QUEUE_METRICS
+# What every check publishes as custom metrics; queue metrics only for metric_queues.
+BILLED_TARGET_METRICS: tuple[MetricDef, ...] = tuple(m for m in TARGET_METRICS if m.billed)
 
 
 def metric(name: str) -> MetricDef:
@@ -246,23 +265,24 @@ def metric(name: str) -> MetricDef:
     raise KeyError(name)
 
 
-def billed_series(max_queue_series: int = DEFAULT_MAX_QUEUE_SERIES) -> int:
-    """The most custom metrics (name x dimension values) one target can create."""
-    return len(TARGET_METRICS) + max_queue_series - max_queue_series % len(QUEUE_METRICS)
+def billed_series(metric_queues: int = 0) -> int:
+    """The custom metrics (name x dimension values) one target's checks define: the billed
+    target metrics, plus both queue metrics of each queue named in ``metric_queues``."""
+    return len(BILLED_TARGET_METRICS) + len(QUEUE_METRICS) * max(0, metric_queues)
 
 
 def select_queues(
     queues: list[Mapping[str, Any]],
-    max_queue_series: int,
+    limit: int,
     *,
     pinned: Collection[str] = (),
 ) -> list[Mapping[str, Any]]:
-    """The queues that get per-queue series: pinned ones first, then the deepest.
+    """The queues that get a line: every pinned one, then the deepest, ``limit`` in all
+    (pinned ones are kept even beyond it: they are metrics an alarm watches).
 
     Ties are broken by latency and then by name, so the same payload always gives the same
-    choice. ``max_queue_series`` counts series; each queue has ``len(QUEUE_METRICS)``.
+    choice.
     """
-    limit = max(0, max_queue_series) // len(QUEUE_METRICS)
     named = [q for q in queues if isinstance(q.get("name"), str) and q.get("name")]
 
     def order(q: Mapping[str, Any]) -> tuple[int, float, float, str]:
@@ -273,7 +293,9 @@ def select_queues(
             str(q["name"]),
         )
 
-    return sorted(named, key=order)[:limit]
+    ordered = sorted(named, key=order)
+    pins = sum(1 for q in ordered if names_queue(pinned, q["name"])) if pinned else 0
+    return ordered[: max(pins, max(0, limit))]
 
 
 def _timestamp(payload: Mapping[str, Any]) -> datetime:
@@ -287,8 +309,12 @@ def _timestamp(payload: Mapping[str, Any]) -> datetime:
 
 
 def _document(
-    when: datetime, dimensions: dict[str, str], values: list[tuple[MetricDef, float]]
+    when: datetime,
+    dimensions: dict[str, str],
+    values: list[tuple[MetricDef, float]],
+    properties: Mapping[str, object],
 ) -> dict[str, Any]:
+    """An EMF document of ``values`` (metrics) with ``properties`` (not metrics) beside."""
     if len(values) >= MAX_METRICS_PER_DOCUMENT or len(dimensions) > MAX_DIMENSIONS:
         # Powertools would print a partial document itself at 100 metrics.
         raise ValueError("an EMF document exceeds CloudWatch's limits")
@@ -299,35 +325,68 @@ def _document(
     for m, value in values:
         provider.add_metric(name=m.name, unit=m.unit, value=value)
     doc: dict[str, Any] = dict(provider.serialize_metric_set())
-    return doc
+    for m, _value in values:
+        # Powertools writes [1.0]; EMF takes a plain number too, and Logs Insights reads a
+        # list as "CheckSucceeded.0": the dashboards' queries name the plain field.
+        if isinstance(doc.get(m.name), list) and len(doc[m.name]) == 1:
+            doc[m.name] = _compact(doc[m.name][0])
+    return {**doc, **properties}
+
+
+def _compact(value: float) -> int | float:
+    """A property value as short as it can be written (5, not 5.0): bytes logged are billed."""
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
 def build_documents(
     payload: Mapping[str, Any],
     *,
     target: str,
-    max_queue_series: int = DEFAULT_MAX_QUEUE_SERIES,
-    pinned_queues: Collection[str] = (),
+    metric_queues: Collection[str] = (),
+    max_logged_queues: int = DEFAULT_MAX_LOGGED_QUEUES,
 ) -> list[dict[str, Any]]:
-    """The EMF documents for one check's payload: the target's first, then one per queue."""
+    """The lines of one check's payload: the target's first, then one per queue logged.
+
+    The target line is an EMF document of the billed target metrics, the other target
+    figures as properties. A queue line is an EMF document when the queue is named in
+    ``metric_queues`` (raw names, matched as :func:`sanitize.names_queue` does), else a
+    plain JSON object with the same fields.
+    """
     when = _timestamp(payload)
     redis_ok = _check_succeeded(payload) == 1.0
-    values: list[tuple[MetricDef, float]] = []
+    billed: list[tuple[MetricDef, float]] = []
+    properties: dict[str, object] = {KIND_FIELD: CHECK_KIND}
     for m in TARGET_METRICS:
         if m.needs_redis and not redis_ok:
             continue
         value = m.extract(payload)
-        if value is not None:
-            values.append((m, value))
-    docs = [_document(when, {TARGET_DIMENSION: target}, values)]
-    if not redis_ok:
-        return docs
+        if value is None:
+            continue
+        if m.billed:
+            billed.append((m, value))
+        else:
+            properties[m.name] = _compact(value)
     queues = [q for q in payload.get("queues") or [] if isinstance(q, Mapping)]
-    for queue in select_queues(queues, max_queue_series, pinned=pinned_queues):
+    chosen = select_queues(queues, max_logged_queues, pinned=metric_queues) if redis_ok else []
+    if redis_ok:
+        properties["QueuesLogged"] = len(chosen)
+    docs = [_document(when, {TARGET_DIMENSION: target}, billed, properties)]
+    for queue in chosen:
+        name = str(queue["name"])
         per_queue = [(m, v) for m in QUEUE_METRICS if (v := m.extract(queue)) is not None]
-        if per_queue:
-            dims = {TARGET_DIMENSION: target, QUEUE_DIMENSION: str(queue["name"])}
-            docs.append(_document(when, dims, per_queue))
+        if not per_queue:
+            continue
+        if names_queue(metric_queues, name):
+            dims = {TARGET_DIMENSION: target, QUEUE_DIMENSION: name}
+            docs.append(_document(when, dims, per_queue, {KIND_FIELD: QUEUE_KIND}))
+        else:
+            line: dict[str, Any] = {
+                KIND_FIELD: QUEUE_KIND,
+                TARGET_DIMENSION: target,
+                QUEUE_DIMENSION: name,
+            }
+            line.update((m.name, _compact(v)) for m, v in per_queue)
+            docs.append(line)
     return docs
 
 
@@ -335,11 +394,12 @@ def emit_metrics(
     payload: dict[str, Any],
     *,
     target: str,
-    max_queue_series: int = DEFAULT_MAX_QUEUE_SERIES,
+    metric_queues: Collection[str] = (),
+    max_logged_queues: int = DEFAULT_MAX_LOGGED_QUEUES,
     stream: TextIO | None = None,
-    pinned_queues: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """Write one check's metrics as EMF JSON lines to ``stream`` (stdout) and return them.
+    """Write one check's lines (see :func:`build_documents`) to ``stream`` (stdout) and
+    return them as written.
 
     Nothing is written, and ``[]`` returned, when powertools' metrics are disabled
     (``POWERTOOLS_METRICS_DISABLED=true``). Raises ValueError only for a catalogue that
@@ -348,7 +408,7 @@ def emit_metrics(
     if is_metrics_disabled():
         return []
     docs = build_documents(
-        payload, target=target, max_queue_series=max_queue_series, pinned_queues=pinned_queues
+        payload, target=target, metric_queues=metric_queues, max_logged_queues=max_logged_queues
     )
     out = stream if stream is not None else sys.stdout
     # One write: the Lambda runtime turns each line into one log event, and one write keeps
@@ -356,3 +416,21 @@ def emit_metrics(
     out.write("".join(json.dumps(d, separators=(",", ":")) + "\n" for d in docs))
     out.flush()
     return docs
+
+
+def series_defined(
+    lines: Iterable[Mapping[str, Any]],
+) -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
+    """The metric series EMF ``lines`` define: (namespace, metric, dimension values), as
+    CloudWatch counts custom metrics. Lines without ``_aws`` define none."""
+    found: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+    for line in lines:
+        aws = line.get("_aws")
+        if not isinstance(aws, Mapping):
+            continue
+        for directive in aws.get("CloudWatchMetrics") or []:
+            for dims in directive.get("Dimensions") or [[]]:
+                key = tuple((str(d), str(line.get(d))) for d in dims)
+                for m in directive.get("Metrics") or []:
+                    found.add((str(directive.get("Namespace")), str(m.get("Name")), key))
+    return found

@@ -57,6 +57,9 @@ class Settings:
     worker_forget_after_seconds: float = 3600.0
     worker_detail_interval_seconds: float = 300.0
     max_queues: int = 5000
+    # Queues whose depth and latency are CloudWatch metrics (two billed series each), for
+    # alarms; every other figure stays in the check's log line.
+    metric_queues: tuple[str, ...] = ()
     # Notification channels. URLs and keys are secrets: kept out of repr, never printed.
     slack_webhook_url: str | None = field(default=None, repr=False)
     pagerduty_routing_key: str | None = field(default=None, repr=False)
@@ -76,6 +79,18 @@ class Settings:
     hash_secret_param: str | None = None
     check_budget_seconds: float = 25.0
     dispatch_partial_batch: bool = False
+    # How Doorman reaches and authenticates to the broker: "password" (the URL's own, if
+    # any) or "iam" (an ElastiCache IAM token signed with the function's role, for the
+    # ElastiCache user ``elasticache_user_id`` of the cache or replication group
+    # ``elasticache_cache``); ``sentinel_master_name`` and ``sentinel_password`` with a
+    # ``sentinel://`` URL.
+    redis_auth: str = "password"
+    elasticache_user_id: str | None = None
+    elasticache_cache: str | None = None
+    elasticache_serverless: bool = False
+    elasticache_region: str | None = None
+    sentinel_master_name: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
     @property
     def broker_url(self) -> str:
@@ -339,6 +354,13 @@ def _parse_http_url(value: Any) -> str:
     return url
 
 
+def _parse_auth(value: Any) -> str:
+    text = _parse_text(value).strip().lower()
+    if text not in {"password", "iam"}:
+        raise ValueError(f"expected password or iam, got {_show(value)}")
+    return text
+
+
 def _parse_severity(value: Any) -> str:
     levels = ("info", "warning", "critical", "emergency")
     text = _parse_text(value).strip().lower()
@@ -370,6 +392,14 @@ class RedisUrl:
     socket_path: str | None  # unix:// only, percent-encoded as written
     db: int
     options: Mapping[str, Any]  # every query option but ``db``, parsed to its value
+    # sentinel:// only: every Sentinel's (host, port), in the order given; the master's
+    # password is the first URL's (Celery's form), the Sentinels' own is sentinel_password.
+    sentinels: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def has_password(self) -> bool:
+        """Whether the URL carries a password (never which)."""
+        return bool(urlsplit("//" + self.netloc).password) if "@" in self.netloc else False
 
 
 @dataclass(frozen=True)
@@ -472,13 +502,16 @@ URL_OPTIONS: dict[str, UrlOption] = {
 def parse_redis_url(url: str) -> RedisUrl:
     """``url`` read once for both clients; raises ValueError naming the problem (and the
     option), never the password."""
+    if url[:11].lower() == "sentinel://":
+        return _parse_sentinel_url(url)
     try:
         parts = urlsplit(url)
     except ValueError:
         raise ValueError("is not a URL") from None
     if parts.scheme not in {"redis", "rediss", "unix"}:
         raise ValueError(
-            f"unsupported scheme {parts.scheme!r} (expected redis://, rediss:// or unix://)"
+            f"unsupported scheme {parts.scheme!r} (expected redis://, rediss://, unix:// or"
+            " sentinel://)"
         )
     if parts.fragment or url.endswith("#"):
         # Not shown: a '#' in an unescaped password starts a fragment.
@@ -508,6 +541,36 @@ def parse_redis_url(url: str) -> RedisUrl:
         raise ValueError("names two databases (the path and the option 'db')")
     db = query_db if query_db is not None else path_db
     return RedisUrl(parts.scheme, parts.netloc, None, db or 0, options)
+
+
+SENTINEL_PORT = 26379
+
+
+def _parse_sentinel_url(url: str) -> RedisUrl:
+    """Celery's Sentinel form ``sentinel://[:pw@]host[:port][/db];sentinel://host2[:port]``;
+    raises ValueError naming the problem, never the password."""
+    sentinels: list[tuple[str, int]] = []
+    first: Any = None
+    for index, part in enumerate(url.split(";")):
+        try:
+            parts = urlsplit(part.strip())
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"Sentinel {index + 1}: is not a URL with a port number") from None
+        if parts.scheme.lower() != "sentinel":
+            raise ValueError(f"Sentinel {index + 1}: every part must be a sentinel:// URL")
+        if not parts.hostname:
+            raise ValueError(f"Sentinel {index + 1}: has no host name")
+        if parts.query or parts.fragment:
+            raise ValueError(f"Sentinel {index + 1}: options are not supported on sentinel://")
+        sentinels.append((parts.hostname, port or SENTINEL_PORT))
+        if first is None:
+            first = parts
+    assert first is not None
+    path = first.path[1:] if first.path.startswith("/") else first.path
+    if path and not _DIGITS.fullmatch(path):
+        raise ValueError("has a database (the path after the host) that is not a number")
+    return RedisUrl("sentinel", first.netloc, None, int(path or 0), {}, tuple(sentinels))
 
 
 def _parse_query(scheme: str, query: str) -> dict[str, Any]:
@@ -622,6 +685,9 @@ _FIELDS: dict[str, _Field] = {
         _seconds_between(0, DAY), "DOORMAN_WORKER_DETAIL_INTERVAL"
     ),
     "max_queues": _Field(_count_between(1, 100_000), "DOORMAN_MAX_QUEUES"),
+    "metric_queues": _Field(
+        _parse_names, "DOORMAN_METRIC_QUEUES", "queues published as CloudWatch metrics"
+    ),
     "slack_webhook_url": _Field(
         _optional(_parse_http_url), "SLACK_WEBHOOK_URL", "Slack incoming webhook (a secret)"
     ),
@@ -659,6 +725,27 @@ _FIELDS: dict[str, _Field] = {
         _parse_bool, "DOORMAN_DISPATCH_PARTIAL_BATCH", "report partial stream batch failures"
     ),
     "targets": _Field(_parse_targets, "DOORMAN_TARGETS", "clusters checked by one Lambda (JSON)"),
+    "redis_auth": _Field(
+        _parse_auth, "DOORMAN_REDIS_AUTH", "password (the URL's) or iam (ElastiCache IAM)"
+    ),
+    "elasticache_user_id": _Field(
+        _parse_optional_text, "DOORMAN_ELASTICACHE_USER", "ElastiCache user id (IAM auth)"
+    ),
+    "elasticache_cache": _Field(
+        _parse_optional_text,
+        "DOORMAN_ELASTICACHE_CACHE",
+        "ElastiCache replication group or serverless cache name (IAM auth)",
+    ),
+    "elasticache_serverless": _Field(_parse_bool, "DOORMAN_ELASTICACHE_SERVERLESS"),
+    "elasticache_region": _Field(
+        _parse_optional_text, "DOORMAN_ELASTICACHE_REGION", "region the IAM token is signed for"
+    ),
+    "sentinel_master_name": _Field(
+        _parse_optional_text, "DOORMAN_SENTINEL_MASTER", "Sentinel master name (sentinel://)"
+    ),
+    "sentinel_password": _Field(
+        _parse_secret, "DOORMAN_SENTINEL_PASSWORD", "password of the Sentinels (a secret)"
+    ),
 }
 
 # What one entry of ``targets`` may set; everything else comes from the shared settings.
@@ -675,6 +762,7 @@ TARGET_KEYS = frozenset(
         "thresholds.max_wait_time_seconds",
         "thresholds.max_task_runtime_seconds",
         "thresholds.critical_queues",
+        "metric_queues",
     }
 )
 
@@ -852,7 +940,36 @@ def _build(values: Mapping[str, Any]) -> Settings:
             top["sanitize_task_signatures"] = value
         else:
             top[key] = value
-    return Settings(thresholds=Thresholds(**thresholds), **top)
+    settings = Settings(thresholds=Thresholds(**thresholds), **top)
+    _check_access(settings)
+    return settings
+
+
+def _check_access(settings: Settings) -> None:
+    """Refuse broker access settings that cannot work together; raises ConfigError."""
+    url = parse_redis_url(settings.broker_url)
+    if url.scheme == "sentinel" and not settings.sentinel_master_name:
+        raise ConfigError(
+            "sentinel_master_name (DOORMAN_SENTINEL_MASTER): required with a sentinel:// URL"
+        )
+    if url.scheme != "sentinel" and settings.sentinel_master_name:
+        raise ConfigError(
+            "sentinel_master_name (DOORMAN_SENTINEL_MASTER): set, but the broker URL is not"
+            " a sentinel:// URL"
+        )
+    if settings.redis_auth != "iam":
+        return
+    for key, env in (
+        ("elasticache_user_id", "DOORMAN_ELASTICACHE_USER"),
+        ("elasticache_cache", "DOORMAN_ELASTICACHE_CACHE"),
+    ):
+        if not getattr(settings, key):
+            raise ConfigError(f"{key} ({env}): required with redis_auth: iam")
+    if url.has_password:
+        # The token is the password: one in the URL too would sit in the environment.
+        raise ConfigError(
+            "redis_auth: iam: the broker URL must carry no password (the IAM token is used)"
+        )
 
 
 # --- deployment wiring -------------------------------------------------------------------------

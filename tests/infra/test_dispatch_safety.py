@@ -26,7 +26,8 @@ def template() -> dict[str, Any]:
 
 
 def resources(kind: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in template()["Resources"].items() if v["Type"] == kind}
+    found = template()["Resources"].items()  # Fn::ForEach entries are lists: not one resource
+    return {k: v for k, v in found if isinstance(v, dict) and v["Type"] == kind}
 
 
 def sub(value: Any, stage: str) -> str:

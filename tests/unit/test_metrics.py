@@ -12,14 +12,24 @@ from typing import Any
 import pytest
 import yaml
 
-from chalicelib.dashboard import dashboard_metric_names, render_block
+from chalicelib.dashboard import (
+    BLOCKS,
+    FLEET_TABLE,
+    QUEUE_TABLE,
+    LogsQuery,
+    dashboard_fields,
+    logs_queries,
+    render_block,
+)
 from chalicelib.metrics import (
+    BILLED_TARGET_METRICS,
     CATALOGUE,
     QUEUE_METRICS,
     TARGET_METRICS,
     billed_series,
     emit_metrics,
     select_queues,
+    series_defined,
 )
 from chalicelib.payload import iso
 
@@ -65,6 +75,9 @@ def emit(doc: dict[str, Any], **kwargs: Any) -> tuple[list[dict[str, Any]], list
 
 
 def values(doc: dict[str, Any]) -> dict[str, float]:
+    """The metric values an EMF document defines ({} for a plain line)."""
+    if "_aws" not in doc:
+        return {}
     names = [m["Name"] for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]]
     return {n: doc[n][0] if isinstance(doc[n], list) else doc[n] for n in names}
 
@@ -84,89 +97,118 @@ def assert_valid_emf(doc: dict[str, Any]) -> None:
         assert m["Unit"] in UNITS
         assert "StorageResolution" not in m  # standard resolution: cheaper
         value = doc[m["Name"]]
-        assert all(isinstance(v, float) for v in (value if isinstance(value, list) else [value]))
+        assert all(
+            isinstance(v, int | float) for v in (value if isinstance(value, list) else [value])
+        )
 
 
-def test_lines_are_the_returned_documents_and_valid_emf():
+def test_lines_are_the_returned_documents():
     docs, parsed = emit(payload())
     assert parsed == docs
     assert len(docs) == 1 + 3
-    for doc in docs:
-        assert_valid_emf(doc)
+    assert_valid_emf(docs[0])
+    assert [d["doorman"] for d in docs] == ["check", "queue", "queue", "queue"]
+    assert all("_aws" not in d for d in docs[1:])  # no metric_queues: plain lines
 
 
-def test_target_document_has_every_target_metric_with_its_unit():
+def test_a_default_check_defines_one_billed_series():
+    docs, _ = emit(payload(queues=30))
+    assert series_defined(docs) == {("Doorman", "CheckSucceeded", (("target", "prod"),))}
+    assert billed_series() == 1 == len(BILLED_TARGET_METRICS)
+
+
+def test_a_metric_queue_adds_exactly_its_two_series():
+    before = series_defined(emit(payload(queues=30))[0])
+    docs, _ = emit(payload(queues=30), metric_queues=["q005"])
+    added = series_defined(docs) - before
+    assert added == {
+        ("Doorman", "QueueDepth", (("target", "prod"), ("queue", "q005"))),
+        ("Doorman", "QueueLatencySec", (("target", "prod"), ("queue", "q005"))),
+    }
+    assert series_defined(docs) >= before
+    assert billed_series(1) == 3 and billed_series(2) == 5
+    (line,) = [d for d in docs if d.get("queue") == "q005"]
+    assert_valid_emf(line)
+    assert line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["target", "queue"]]
+    assert values(line) == {"QueueDepth": 50, "QueueLatencySec": 5.0}
+
+
+def test_target_line_carries_every_target_figure():
     (target, *_), _ = emit(payload())
     directive = target["_aws"]["CloudWatchMetrics"][0]
     assert directive["Dimensions"] == [["target"]]
+    assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {"CheckSucceeded": "Count"}
     assert target["target"] == "prod"
-    units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
-    assert units == {m.name: m.unit for m in TARGET_METRICS}
-    got = values(target)
-    assert got["TotalPending"] == 60
-    assert got["SaturationPct"] == 75.0
-    assert got["MaxLatencySec"] == 12.5
-    assert got["CheckSucceeded"] == 1
-    assert got["AlertsFiring"] == 1  # the pending alert is not firing
-    assert got["RedisMemoryPct"] == 90.0
-    assert got["RedisClients"] == 7
-    assert got["CheckDurationMs"] == 14.2
+    assert {m.name for m in TARGET_METRICS} <= set(target)
+    assert target["CheckSucceeded"] == 1
+    assert target["TotalPending"] == 60
+    assert target["SaturationPct"] == 75.0
+    assert target["MaxLatencySec"] == 12.5
+    assert target["AlertsFiring"] == 1  # the pending alert is not firing
+    assert target["RedisMemoryPct"] == 90.0
+    assert target["RedisClients"] == 7
+    assert target["CheckDurationMs"] == 14.2
+    assert target["QueuesLogged"] == 3
 
 
-def test_queue_documents_have_target_and_queue_dimensions():
+def test_queue_lines_have_depth_and_latency_deepest_first():
     docs, _ = emit(payload(queues=2))
-    queue_docs = docs[1:]
-    assert [d["queue"] for d in queue_docs] == ["q001", "q000"]  # deepest first
-    for doc in queue_docs:
-        directive = doc["_aws"]["CloudWatchMetrics"][0]
-        assert directive["Dimensions"] == [["target", "queue"]]
-        assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
-            "QueueDepth": "Count",
-            "QueueLatencySec": "Seconds",
-        }
-    empty = values(queue_docs[1])
-    assert empty == {"QueueDepth": 0, "QueueLatencySec": 0}  # empty queue: nothing waits
+    assert docs[1:] == [
+        {
+            "doorman": "queue",
+            "target": "prod",
+            "queue": "q001",
+            "QueueDepth": 10,
+            "QueueLatencySec": 1,
+        },
+        # empty queue: nothing waits
+        {
+            "doorman": "queue",
+            "target": "prod",
+            "queue": "q000",
+            "QueueDepth": 0,
+            "QueueLatencySec": 0,
+        },
+    ]
 
 
-def test_per_queue_series_are_capped_to_the_largest_queues():
-    docs, _ = emit(payload(queues=50), max_queue_series=20)
-    queue_docs = docs[1:]
-    series = sum(len(d["_aws"]["CloudWatchMetrics"][0]["Metrics"]) for d in queue_docs)
-    assert series == 20
-    assert [d["queue"] for d in queue_docs] == [f"q{i:03d}" for i in range(49, 39, -1)]
-    assert billed_series(20) == len(TARGET_METRICS) + 20
-    docs, _ = emit(payload(queues=50), max_queue_series=0)
-    assert len(docs) == 1
+def test_queue_lines_are_capped_but_metric_queues_always_get_theirs():
+    docs, _ = emit(payload(queues=50), max_logged_queues=10)
+    assert [d["queue"] for d in docs[1:]] == [f"q{i:03d}" for i in range(49, 39, -1)]
+    assert docs[0]["QueuesLogged"] == 10
+    docs, _ = emit(payload(queues=50), max_logged_queues=0, metric_queues=["q001", "q002"])
+    assert [d["queue"] for d in docs[1:]] == ["q002", "q001"]
+    assert len(series_defined(docs)) == billed_series(2)
 
 
 def test_queue_choice_is_deterministic_and_pins_come_first():
     queues = [{"name": n, "depth": 5, "latency_sec": 1.0} for n in ("c", "a", "b")]
-    assert [q["name"] for q in select_queues(queues, 4)] == ["a", "b"]
-    assert [q["name"] for q in select_queues(list(reversed(queues)), 4)] == ["a", "b"]
-    assert [q["name"] for q in select_queues(queues, 4, pinned={"c"})] == ["c", "a"]
+    assert [q["name"] for q in select_queues(queues, 2)] == ["a", "b"]
+    assert [q["name"] for q in select_queues(list(reversed(queues)), 2)] == ["a", "b"]
+    assert [q["name"] for q in select_queues(queues, 2, pinned={"c"})] == ["c", "a"]
 
 
-def test_a_pinned_queue_is_found_under_its_sanitized_name():
-    # Pins are configured with raw names; the payload holds scrubbed ones, suffixed when two
+def test_a_metric_queue_is_found_under_its_sanitized_name():
+    # Queues are named with raw names; the payload holds scrubbed ones, suffixed when two
     # raw names scrub alike.
     queues = [{"name": n, "depth": 5, "latency_sec": 1.0} for n in ("a", "orders_[id]~q-1a2b", "b")]
-    chosen = select_queues(queues, 4, pinned={"orders_12345"})
+    chosen = select_queues(queues, 2, pinned={"orders_12345"})
     assert [q["name"] for q in chosen] == ["orders_[id]~q-1a2b", "a"]
 
 
 def test_redis_unreachable_sends_the_heartbeat_zero_and_no_fake_zeros():
-    docs, _ = emit(payload(redis_ok=False))
+    docs, _ = emit(payload(redis_ok=False), metric_queues=["q001"])
     assert len(docs) == 1
-    got = values(docs[0])
-    assert got["CheckSucceeded"] == 0
-    assert set(got) == {"CheckSucceeded", "CheckDurationMs", "AlertsFiring"}
+    assert values(docs[0]) == {"CheckSucceeded": 0}
+    figures = {k for k in docs[0] if k[0].isupper()}
+    assert figures == {"CheckSucceeded", "CheckDurationMs", "AlertsFiring"}
 
 
 def test_memory_pct_is_left_out_without_maxmemory():
     doc = payload()
     doc["redis"]["maxmemory"] = 0
     (target, *_), _ = emit(doc)
-    assert "RedisMemoryPct" not in values(target)
+    assert "RedisMemoryPct" not in target
 
 
 def test_disabled_metrics_write_nothing(monkeypatch):
@@ -191,22 +233,30 @@ def test_catalogue_names_are_unique_and_documented():
         assert m.unit in UNITS and m.description and m.source
         assert re.fullmatch(r"[A-Z][A-Za-z]+", m.name)
     assert {m.dimensions for m in QUEUE_METRICS} == {("target", "queue")}
+    assert [m.name for m in BILLED_TARGET_METRICS] == ["CheckSucceeded"]
 
 
-def test_dashboard_shows_every_catalogue_metric():
-    assert dashboard_metric_names() == {m.name for m in CATALOGUE}
+def test_dashboards_show_every_catalogue_figure():
+    assert {m.name for m in CATALOGUE} <= dashboard_fields()
 
 
 def metrics_named_by_infra() -> set[str]:
-    """Doorman metric names the dashboard and the alarms of infra/doorman.yaml use for the
+    """Doorman metric names the dashboards and the alarms of infra/doorman.yaml use for the
     check (the dispatcher's own metrics, dimension ``service``, are tested with dispatch)."""
-    names = set(dashboard_metric_names())
-    body = render_block()
-    names |= set(re.findall(r'"Doorman",\s*"(\w+)"', body))
-    names |= set(re.findall(r'MetricName=\\"(\w+)\\"', body))
+    names: set[str] = set()
+    for block in BLOCKS:
+        body = render_block(block)
+        names |= set(re.findall(r'"Doorman",\s*"(\w+)"', body))
+        names |= set(re.findall(r'MetricName=\\"(\w+)\\"', body))
     text = (ROOT / "infra" / "doorman.yaml").read_text()
     template = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 (a SafeLoader)
-    for resource in template["Resources"].values():
+    resources = list(template["Resources"].values())
+    for entry in list(resources):
+        if isinstance(entry, list):  # Fn::ForEach: [name, collection, {logical id: resource}]
+            resources.extend(entry[2].values())
+    for resource in resources:
+        if not isinstance(resource, dict):
+            continue
         props = resource.get("Properties", {})
         if resource["Type"] == "AWS::CloudWatch::Alarm" and props.get("Namespace") == "Doorman":
             if any(d.get("Name") == "service" for d in props.get("Dimensions", [])):
@@ -230,7 +280,44 @@ def _any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
 _CfnLoader.add_multi_constructor("!", _any_tag)
 
 
-def test_real_check_emits_every_metric_the_dashboard_and_alarms_use(redis_server, workers, checker):
+def run_query(query: LogsQuery, lines: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
+    """What Logs Insights answers for ``query`` over ``lines`` (all in one minute): the
+    filter, the stats per group, the sort. A field a line lacks is absent, as in Logs
+    Insights; a stat over a field no line has is missing from the row."""
+    kept = [
+        dict(line, **{"@timestamp": 1_000 + i})
+        for i, line in enumerate(lines)
+        if line.get("doorman") == query.kind
+        and (not query.one_target or line.get("target") == target)
+    ]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for line in kept:
+        key = tuple("bin" if b.startswith("bin(") else line.get(b) for b in query.by)
+        groups.setdefault(key, []).append(line)
+    functions = {
+        "max": max,
+        "min": min,
+        "avg": lambda v: sum(v) / len(v),
+        "latest": lambda v: v[-1],
+    }
+    rows = []
+    for key, members in groups.items():
+        row: dict[str, Any] = dict(zip(query.by, key, strict=True))
+        for fn, field in query.stats:
+            found = [m[field] for m in members if field in m]
+            assert all(isinstance(v, int | float) for v in found), (field, found)
+            if found:
+                row["LastCheck" if field == "@timestamp" else field] = functions[fn](found)
+        rows.append(row)
+    if query.sort:
+        field, order = query.sort.split()
+        rows.sort(key=lambda r: r.get(field, 0), reverse=order == "desc")
+    return rows
+
+
+def test_real_check_logs_every_metric_and_field_the_dashboards_and_alarms_use(
+    redis_server, workers, checker
+):
     from tests.conftest import producer
 
     redis_server.client().config_set("maxmemory", "256mb")
@@ -239,16 +326,48 @@ def test_real_check_emits_every_metric_the_dashboard_and_alarms_use(redis_server
     for _ in range(3):
         app.sleep.apply_async((0.01,), queue="idle-queue")
     result = checker().check()
-    docs, parsed = emit(result)
+    docs, parsed = emit(result, metric_queues=["celery"])
     assert parsed == docs
-    for doc in docs:
-        assert_valid_emf(doc)
+    assert_valid_emf(docs[0])
     emitted = {name for doc in docs for name in values(doc)}
     wanted = metrics_named_by_infra()
-    assert "CheckSucceeded" in wanted and "QueueDepth" in wanted
+    assert wanted == {"CheckSucceeded"}
     assert wanted <= emitted, f"not emitted: {sorted(wanted - emitted)}"
-    queues = {d["queue"]: values(d) for d in docs[1:]}
-    assert queues["idle-queue"]["QueueDepth"] == 3
+    # metric_queues: the queue's line is EMF, with the same fields as a plain queue line.
+    assert values(next(d for d in docs if d.get("queue") == "celery")) == {
+        "QueueDepth": 0,
+        "QueueLatencySec": 0,
+    }
+    logged = {key for doc in docs for key in doc}
+    missing = dashboard_fields() - logged
+    assert not missing, f"dashboard fields no line has: {sorted(missing)}"
+    # Every widget's query, run over the real lines, gives a row with every stat it asks for.
+    for query in logs_queries():
+        rows = run_query(query, parsed, "prod")
+        assert rows, query.text()
+        for row in rows:
+            wanted_fields = {"LastCheck" if f == "@timestamp" else f for _fn, f in query.stats}
+            assert wanted_fields <= set(row), (query.text(), row)
+    (fleet_row,) = run_query(FLEET_TABLE, parsed, "prod")
+    assert fleet_row["target"] == "prod" and fleet_row["CheckSucceeded"] == 1
+    assert fleet_row["TotalPending"] == 3 and "AliveWorkers" in fleet_row
+    table = run_query(QUEUE_TABLE, parsed, "prod")
+    assert table[0] == {
+        "queue": "idle-queue",
+        "QueueDepth": 3,
+        "QueueLatencySec": table[0]["QueueLatencySec"],
+    }
+    assert table[0]["QueueLatencySec"] >= 0
+
+
+def test_fleet_table_has_one_row_per_target_the_failing_first():
+    ok, _ = emit(payload())
+    out = io.StringIO()
+    down = emit_metrics(payload(redis_ok=False), target="eu", stream=out)
+    rows = run_query(FLEET_TABLE, ok + down, "prod")
+    assert [(r["target"], r["CheckSucceeded"]) for r in rows] == [("eu", 0), ("prod", 1)]
+    assert "TotalPending" not in rows[0]  # not read from a Redis that did not answer
+    assert rows[1]["TotalPending"] == 60 and rows[1]["MaxLatencySec"] == 12.5
 
 
 @pytest.mark.parametrize("bad", [None, "x", {"depth": "3"}])
