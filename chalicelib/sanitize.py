@@ -12,7 +12,7 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,24 +34,57 @@ _TLDS = (
     "internal|local|lan|corp|localdomain|localhost|intra|svc|cluster"
 )
 
+# Every character outside ASCII except the Unicode spaces: letters of any script, and the
+# combining marks that Python's \w leaves out ("o" + U+0308 spells "ö" as well as U+00F6).
+_WIDE = (
+    "\u0080-\u0084\u0086-\u009f\u00a1-\u167f\u1681-\u1fff\u200b-\u2027\u202a-\u202e"
+    "\u2030-\u205e\u2060-\u2fff\u3001-\U0010ffff"
+)
+# The local part of an address. No "-": "emails-john@acme.com" keeps its "emails-" prefix,
+# as the published examples show (a hyphenated local part loses only its last segment).
+_LOCAL = rf"[A-Za-z0-9_.%+{_WIDE}]"
+# "@", URL-encoded (once to thrice: "%40", "%2540"), full-width, small, and as HTML entities.
+# The repeat is bounded: "%252525..." must not be rescanned from every "%".
+_AT = r"(?:@|%(?:25){0,3}40|\uff20|\ufe6b|&#0{0,3}64;|&#[xX]0{0,3}40;|&commat;)"
+# A domain: labels of letters (any script), digits, "-" and URL-encoded bytes, with no TLD
+# required ("jane@localhost" is an address). Possessive: it never gives back what it took.
+_LABEL = rf"(?:[A-Za-z0-9\-{_WIDE}]|%[0-9A-Fa-f]{{2}})++"
+_HOST = rf"[A-Za-z0-9{_WIDE}]"
+
 # Order matters: the most specific shapes first, so an email is not half-eaten as a host.
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        # No hyphen in the local part: "emails-john@acme.com" keeps its "emails-" prefix, as
-        # the published examples show (a hyphenated local part loses only its last segment).
-        re.compile(r"[A-Za-z0-9._%+]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
-        "[email]",
-    ),
-    # What the pattern above leaves (a local part ending in "-", or none): the domain still
-    # goes, so no address shape survives.
-    (re.compile(r"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"), "[email]"),
+#
+# Every pattern is linear in its input: a pattern that scans a run of characters may start
+# only at the run's first character (a lookbehind), and repeats are bounded or possessive,
+# so no run is rescanned from each of its positions (that made a 32,000-character name
+# take a second). Where it can, a pattern starts with a character class and checks what
+# comes before with a lookbehind after it ("\d(?<!\d\d)" rather than "(?<!\d)\d"): the
+# regex engine then skips ahead to the next candidate character instead of trying every
+# position. Each pattern also names characters it cannot match without (its triggers),
+# and is not run at all on a text holding none of them.
+_ANY_AT = "@%&\uff20\ufe6b"
+_DIGITS = "0123456789"
+# An address is found from its "@" (a forward scan over "@" and domain, which never gives
+# back what it took), then its local part from there backwards (see _scrub_emails).
+_AT_DOMAIN = re.compile(rf"{_AT}{_LABEL}(?:\.{_LABEL})*+")
+_LOCAL_RUN = re.compile(rf"{_LOCAL}*+")
+# Characters that are not local-part characters and rarely in a name, to mark addresses.
+_MARKERS = "\x00\x01\x02\x03\x04\x05\x06\x07\x0e\x0f\x10\x11\x12\x13\x14\x15"
+# A marker and the run of local-part characters before it, matched from the run's start.
+_LOCAL_BEFORE = {m: re.compile(rf"(?<!{_LOCAL}){_LOCAL}*+{re.escape(m)}") for m in _MARKERS}
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
     (
         re.compile(
             r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
         ),
         "[uuid]",
+        (),
     ),
-    (re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"), "[ip]"),
+    (
+        re.compile(r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\d.])"),
+        "[ip]",
+        (".", _DIGITS),
+    ),
     # IPv6: eight groups, or fewer around one "::" (so "12:30:45" is not taken for one). A
     # bare "::" holds no address, and taking it would make scrubbing change its own output.
     (
@@ -62,51 +95,199 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
             r"|::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})(?![A-Za-z0-9:])"
         ),
         "[ip]",
+        (":",),
     ),
     # Card numbers (four groups of four) and US social security numbers, before the phone
     # pattern would take three of their groups and leave the rest.
-    (re.compile(r"(?<!\d)\d{4}(?:[ \-]\d{4}){2,3}(?!\d)|(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)"), "[id]"),
     (
+        re.compile(r"\d(?<!\d\d)(?:\d{3}(?:[ \-]\d{4}){2,3}|\d{2}-\d{2}-\d{4})(?!\d)"),
+        "[id]",
+        (_DIGITS,),
+    ),
+    (
+        # With a country code; as one run of digits after "+"; with the area code in
+        # brackets; with none of these. Each begins with the character it needs.
         re.compile(
-            r"(?<![\d+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])"
+            r"\+(?<![\d+]\+)\d{1,3}[\s.\-]?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])"
             r"\d{3,4}[\s.\-]\d{3,4}(?!\d)"
-            r"|(?<!\d)\+\d{8,15}(?!\d)"
+            r"|\+(?<!\d\+)\d{8,15}(?!\d)"
+            r"|\((?<![\d+]\()\d{2,4}\)[\s.\-]?\d{3,4}[\s.\-]\d{3,4}(?!\d)"
+            r"|\d(?<![\d+]\d)\d{1,3}[\s.\-]\d{3,4}[\s.\-]\d{3,4}(?!\d)"
         ),
         "[phone]",
+        (_DIGITS,),
     ),
     # A host name ends its dotted token: "proj.app.tasks.send" is a module path, not a host.
-    # "_" cannot be in a host name, so it bounds one ("sync_db-7.internal").
+    # "_" cannot be in a host name, so it bounds one ("sync_db-7.internal"). Labels may be
+    # in any script ("cache.exämple.org"). Every label but the last is taken for good
+    # (possessive), and only the last is tried as a top-level domain: backing off label by
+    # label over a long dotted run cost a pass over all the domains at each label.
     (
         re.compile(
-            r"(?<![A-Za-z0-9.\-])(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)+"
-            rf"(?:{_TLDS})(?![A-Za-z0-9\-]|\.[A-Za-z0-9])",
-            re.IGNORECASE,
+            rf"(?<![A-Za-z0-9.\-{_WIDE}])(?:{_HOST}(?:[A-Za-z0-9\-{_WIDE}]*{_HOST})?\.(?={_HOST}))++"
+            rf"(?i:{_TLDS})(?![A-Za-z0-9\-{_WIDE}]|\.{_HOST})",
         ),
         "[host]",
+        (".",),
     ),
-    (re.compile(r"(?<!\d)\d{5,}(?!\d)"), "[id]"),
+    (re.compile(r"\d(?<!\d\d)\d{4,}(?!\d)"), "[id]", (_DIGITS,)),
 )
+
+# What scrubbing puts in place of what it takes out.
+_TOKENS = ("[email]", *sorted({replacement for _, replacement, _ in _PATTERNS}))
+
+# Names are shown at most this long; a longer one is cut (see safe_name).
+NAME_MAX = 200
+# A name is scrubbed whole up to this length (the cost is linear: tens of milliseconds for
+# a name of letters); a longer one is cut to it before scrubbing, so that one absurd name
+# cannot cost more.
+SCRUB_MAX = 1 << 20
+# Real addresses, host names, phone and card numbers are shorter than this (an address has
+# at most 254 characters), so a cut this far back from a boundary splits none of them.
+_EDGE = 256
+# A character no pattern can match, where a cut splits nothing it could have found ("&",
+# "#" and ";" are not among them: "&#64;" is an "@").
+_HARD_BOUNDARY = re.compile(r"[/,|=\"'<>\[\]{}!?*^~`$\\]")
+_DIGEST = 12
+_CUT_MARK = "…#"
+
+# Short texts repeat (the same queue and task names every check): their results are cached.
+_CACHE_TEXT_MAX = 1024
+
+
+def _triggered(text: str, triggers: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds a character of each trigger group (cheap: no regex involved).
+
+    Outside ASCII, ``\\d`` matches other scripts' digits too, so digits are assumed there.
+    """
+    ascii_only = text.isascii()
+    return all(
+        (group == _DIGITS and not ascii_only) or any(c in text for c in group) for group in triggers
+    )
+
+
+def _scrub_emails(text: str) -> str:
+    """``text`` with every address (or "@" and domain, when no local part) as "[email]".
+
+    Two passes, each linear: every "@" (or encoded "@") with its domain becomes a marker
+    that is no local-part character; then each marker takes the run of local-part
+    characters before it, matched only from the start of the run. A single pattern would
+    have to look for an encoded "@" inside the run from each of its characters.
+    """
+    if not any(c in text for c in _ANY_AT):
+        return text
+    marker = next((c for c in _MARKERS if c not in text), None)
+    if marker is None:
+        # Every marker is taken: one pass, one step per address, in Python.
+        reverse, size, last = text[::-1], len(text), 0
+        pieces: list[str] = []
+        for found in _AT_DOMAIN.finditer(text):
+            local = _LOCAL_RUN.match(reverse, size - found.start(), size - last)
+            start = found.start() - (local.end() - local.start() if local else 0)
+            pieces += (text[last:start], "[email]")
+            last = found.end()
+        return "".join((*pieces, text[last:]))
+    marked = _AT_DOMAIN.sub(marker, text)
+    if marked == text:
+        return text
+    return _LOCAL_BEFORE[marker].sub("[email]", marked)
+
+
+def _scrub(text: str) -> str:
+    text = _scrub_emails(text)
+    for pattern, replacement, triggers in _PATTERNS:
+        if _triggered(text, triggers):
+            text = pattern.sub(replacement, text)
+    return text
+
+
+_scrub_cached = functools.lru_cache(maxsize=16384)(_scrub)
+
+
+def scrub(text: str) -> str:
+    """Return ``text`` with personal data replaced: emails, UUIDs, IPs, phones, hosts, ids.
+
+    Linear in the length of ``text``. Short texts are cached: the same queue and task names
+    come back every check (and every warm invocation); long ones are not kept in memory.
+    """
+    return _scrub_cached(text) if len(text) <= _CACHE_TEXT_MAX else _scrub(text)
+
+
+def _window(text: str, limit: int) -> str:
+    """The start of ``text`` (longer than ``limit``) that can be scrubbed without a split.
+
+    Cut at the last hard boundary within _EDGE characters before ``limit``, or else _EDGE
+    characters before it: either way, no real address or number runs across the cut, so
+    scrubbing the window leaves no half of one behind.
+    """
+    head = text[:limit]
+    boundary = -1
+    for found in _HARD_BOUNDARY.finditer(head, max(limit - _EDGE, 0)):
+        boundary = found.start()
+    return head[: boundary + 1] if boundary >= 0 else head[: max(limit - _EDGE, 0)]
+
+
+def _cut(text: str, digest_of: str) -> str:
+    """``text`` cut to NAME_MAX characters: its start, "…#" and 12 hex of ``digest_of``.
+
+    Never splits a scrubbing token such as "[email]".
+    """
+    head = text[: NAME_MAX - len(_CUT_MARK) - _DIGEST]
+    bracket = head.rfind("[")
+    if (
+        bracket >= 0
+        and "]" not in head[bracket:]
+        and any(text.startswith(token, bracket) for token in _TOKENS)
+    ):
+        head = head[:bracket]
+    digest = hashlib.sha256(digest_of.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST]
+    return f"{head}{_CUT_MARK}{digest}"
+
+
+def _fit(text: str, transform: Callable[[str], str]) -> str:
+    """``transform(text)`` (a scrub, or nothing), cut to NAME_MAX when longer.
+
+    The digest is of the transformed text: the digest of a scrubbed name holds no more than
+    the scrubbed name itself, so no personal data is in it, while two names that still
+    differ after scrubbing keep distinct cuts. A text longer than SCRUB_MAX is cut to it
+    first and its length joins the digest.
+    """
+    if len(text) > SCRUB_MAX:
+        done = transform(_window(text, SCRUB_MAX))
+        return _cut(done, f"{done}\0{len(text)}")
+    done = transform(text)
+    return done if len(done) <= NAME_MAX else _cut(done, done)
 
 
 @functools.lru_cache(maxsize=16384)
-def scrub(text: str) -> str:
-    """Replace personal data in a name or message: emails, UUIDs, IPs, phones, hosts, ids.
+def _safe_name_cached(text: str) -> str:
+    return _fit(text, _scrub)
 
-    Cached: the same queue and task names come back every check (and every warm invocation).
+
+def safe_name(text: str) -> str:
+    """Return a task or queue name as it may be shown: scrubbed, at most NAME_MAX long.
+
+    A longer one keeps its start and ends in "…#" and 12 hex digits of a SHA-256 of the
+    whole scrubbed name, so the same name always gives the same cut and two names that
+    differ after scrubbing stay apart (names that scrub alike meet, as short ones do; the
+    queue list tells those apart with a keyed suffix).
     """
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+    return _safe_name_cached(text) if len(text) <= _CACHE_TEXT_MAX else _fit(text, _scrub)
+
+
+def cut_name(text: str) -> str:
+    """Return an unscrubbed name (``sanitize_task_signatures: false``) cut as safe_name cuts."""
+    return _fit(text, str)
 
 
 def names_queue(configured: Iterable[str], name: str) -> bool:
     """Whether a sanitized queue ``name`` is one of the ``configured`` (raw) queue names.
 
-    Configured names are raw; sample names are scrubbed, and carry a ``~`` suffix when two
-    raw names scrub alike.
+    Configured names are raw; sample names are scrubbed (or only cut), and carry a ``~``
+    suffix when two raw names scrub alike.
     """
     base = name.split("~", 1)[0]
-    return any(base in (raw, scrub(raw)) for raw in configured)
+    return any(base in (raw, cut_name(raw), safe_name(raw)) for raw in configured)
 
 
 class Hasher:
@@ -148,7 +329,8 @@ class Privacy:
     scrub_names: bool = True
 
     def name(self, text: str) -> str:
-        return scrub(text) if self.scrub_names else text
+        """Return a task or queue name as it may leave: scrubbed (unless turned off) and cut."""
+        return safe_name(text) if self.scrub_names else cut_name(text)
 
 
 def parse_time(value: str | None) -> float | None:

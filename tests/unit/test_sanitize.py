@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.model import ActiveTask, QueueRaw, Snapshot, UnackedEntry, UnackedRaw, WorkerRaw
-from chalicelib.sanitize import Hasher, Privacy, sanitize, scrub
+from chalicelib.model import (
+    ActiveTask,
+    MessagePeek,
+    QueueRaw,
+    Snapshot,
+    UnackedEntry,
+    UnackedRaw,
+    WorkerRaw,
+)
+from chalicelib.sanitize import (
+    NAME_MAX,
+    SCRUB_MAX,
+    Hasher,
+    Privacy,
+    cut_name,
+    names_queue,
+    safe_name,
+    sanitize,
+    scrub,
+)
 
 # --- scrub ---------------------------------------------------------------------------------
 
@@ -297,3 +318,294 @@ def test_an_address_whose_local_part_ends_in_a_hyphen_is_still_scrubbed():
     # such as "emails-"), so these once came out unchanged.
     assert scrub("john-@acme.com") == "john-[email]"
     assert scrub("-@0.aa") == "-[email]"
+
+
+# --- addresses the patterns once missed (issue 11, point 4) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "emails-jane.doe@localhost",  # no top-level domain
+        "emails-jane.doe%40example.org",  # URL-encoded
+        "emails-jöhn.döe@exämple.org",  # Unicode, precomposed
+        "emails-jo\u0308hn.do\u0308e@exa\u0308mple.org",  # Unicode, combining marks
+        "emails-jane.doe%2540example.org",  # encoded twice
+        "emails-JANE.DOE%40EXAMPLE.ORG",
+        "emails-jane.doe\uff20example.org",  # full-width "@"
+        "emails-jane.doe&#64;example.org",  # HTML entities
+        "emails-jane.doe&#x40;example.org",
+        "emails-jane.doe&commat;example.org",
+        "emails-jane.doe@mailhost",
+        "emails-jane.doe@example%2Eorg",
+        "emails-山田.太郎@例え.jp",
+        "emails-jane.doe@192.168.1.10",
+    ],
+)
+def test_every_form_of_an_address_is_scrubbed(raw: str) -> None:
+    assert scrub(raw) == "emails-[email]"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Found by attacking the scrubber: a match ending inside a run of local-part
+        # characters must not shield the address that follows it.
+        ("a@b_jane@x.org", "[email][email]"),
+        ("0@0.AA.@0.com0", "[email][email]"),
+        ("ab%40.x@y.com", "[email]"),
+        # A local part holding an encoded "@" that is no address.
+        ("jane%40.doe@x.org", "[email]"),
+        # Control characters bound an address; they are left for the output to escape (the
+        # letters of an escape sequence run into the local part: more goes, never less).
+        ("q\x1b[31mjane@x.org\x07", "q\x1b[[email]\x07"),
+        ("q\x1b\njane@x.org\r", "q\x1b\n[email]\r"),
+        ("jane\x00@x.org", "jane\x00[email]"),
+        # Every marker character taken: the slow path gives the same answer.
+        ("".join(map(chr, range(32))) + "jane@x.org", "".join(map(chr, range(32))) + "[email]"),
+        # "@" with no domain, or no address around it, stays.
+        ("user@", "user@"),
+        ("50%", "50%"),
+        ("a & b", "a & b"),
+        ("[email]@[host]", "[email]@[host]"),
+        # Unicode host names.
+        ("cache.exämple.org", "[host]"),
+        ("sync_db-7.INTERNAL", "sync_[host]"),
+        ("host.acme.com.", "[host]."),
+        ("a.com..x", "[host]..x"),
+    ],
+)
+def test_scrub_edge_cases(raw: str, expected: str) -> None:
+    assert scrub(raw) == expected
+
+
+_PLAIN = st.text(alphabet="abcxyzABC", max_size=8)
+# Characters that end an address on either side ("-" only before one: it may be in a domain).
+_BEFORE = st.sampled_from(["-", " ", ":", "/", ",", "(", "<", "\n", "\x1b"])
+_AFTER = st.sampled_from([" ", ":", "/", ",", ")", ">", "\t"])
+_AT_FORMS = st.sampled_from(["@", "%40", "%2540", "%252540", "\uff20", "\ufe6b", "&#64;", "&#x40;"])
+_UNICODE_LOCAL = st.text(
+    alphabet=st.one_of(
+        st.characters(categories=("Ll", "Lu", "Lo", "Nd", "Mn")),
+        st.sampled_from("._%+"),
+    ),
+    min_size=1,
+    max_size=16,
+)
+_UNICODE_LABEL = st.text(
+    alphabet=st.one_of(st.characters(categories=("Ll", "Lu", "Lo", "Nd", "Mn")), st.just("-")),
+    min_size=1,
+    max_size=10,
+)
+_UNICODE_DOMAIN = st.lists(_UNICODE_LABEL, min_size=1, max_size=3).map(".".join)
+
+
+def _one_email(text: str) -> str:
+    # A local part holding an encoded "@" is taken as two addresses side by side.
+    return re.sub(r"(?:\[email\])+", "[email]", text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    word=_PLAIN,
+    before=_BEFORE,
+    local=_UNICODE_LOCAL,
+    at=_AT_FORMS,
+    domain=_UNICODE_DOMAIN,
+    after=_AFTER,
+    tail=_PLAIN,
+)
+def test_unicode_and_encoded_addresses_are_scrubbed_whole(
+    word: str, before: str, local: str, at: str, domain: str, after: str, tail: str
+) -> None:
+    raw = f"{word}{before}{local}{at}{domain}{after}{tail}"
+    assert _one_email(scrub(raw)) == f"{word}{before}[email]{after}{tail}"
+
+
+# An "@" in any form with the start of a domain after it: no such shape survives scrubbing.
+AT_SHAPE = re.compile(
+    r"(?:@|%(?:25){0,3}40|\uff20|\ufe6b|&#0{0,3}64;|&#[xX]0{0,3}40;|&commat;)(?:[^\W_]|-)"
+)
+_NAMEISH = st.text(
+    alphabet=st.one_of(
+        st.sampled_from("abcxyz0123456789-_.:@+%&#;() "),
+        st.characters(categories=("Ll", "Lo", "Mn", "Nd", "Zs", "Cc")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=st.one_of(_NAMEISH, st.text(max_size=40)))
+def test_scrub_output_has_no_address_shape_in_any_script_or_encoding(raw: str) -> None:
+    out = scrub(raw)
+    assert not AT_SHAPE.search(out), out
+    assert scrub(out) == out
+
+
+# --- linear time (issue 11, point 3) -------------------------------------------------------
+
+# Shapes that made (or could make) a pattern rescan a run from each of its characters.
+_HOSTILE: dict[str, str] = {
+    "one long name": "x",
+    "letters and dots": "x.",
+    "digits and dots": "1.",
+    "local-part run, no @": "jane.doe_",
+    "near-addresses": "jane.doe@",
+    "encoded near-addresses": "jane%40.",
+    "encoded @ prefixes": "%25",
+    "entities": "&#64;",
+    "hex and dashes": "abcdef12-",
+    "colons": "fe80:",
+    "phone fragments": "(12) +1 ",
+    "dotted labels ending in a TLD": "a.com.",
+    "Unicode": "jo\u0308hn.döe ",
+    "mixed": "tasks.notify_jane.doe@example.org_ 10.0.0.1 +1 415 555 0199 card 4111 1111 1111 ",
+}
+
+
+def _best_of(runs: int, work: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _repeat(unit: str, size: int) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+@pytest.mark.parametrize("shape", sorted(_HOSTILE))
+def test_scrub_time_grows_linearly(shape: str) -> None:
+    # Ten times the input must cost about ten times the time; a quadratic scrubber costs a
+    # hundred times (the old one took 1 s for 32,000 characters). The bound leaves room for a
+    # noisy machine: the best of a few runs, and a ratio of 35.
+    unit = _HOSTILE[shape]
+    small, big = _repeat(unit, 40_000), _repeat(unit, 400_000)
+    t_small = max(_best_of(3, lambda: scrub(small)), 1e-4)
+    t_big = _best_of(2, lambda: scrub(big))
+    assert t_big / t_small < 35, (shape, t_small, t_big)
+
+
+def test_one_megabyte_is_scrubbed_in_bounded_time() -> None:
+    text = _repeat(_HOSTILE["mixed"], 1 << 20)
+    elapsed = _best_of(2, lambda: scrub(text))
+    assert elapsed < 2.0, elapsed
+    out = scrub(text)
+    assert "jane" not in out and "4111" not in out and "10.0.0.1" not in out
+
+
+# --- cutting long names --------------------------------------------------------------------
+
+CUT = re.compile(r"…#[0-9a-f]{12}$")
+
+
+def test_short_names_are_only_scrubbed() -> None:
+    name = "tasks.notify_" + "x" * (NAME_MAX - 13)
+    assert len(name) == NAME_MAX
+    assert safe_name(name) == name
+    assert safe_name("emails-john@acme.com") == "emails-[email]"
+    assert Privacy(scrub_names=True).name("emails-john@acme.com") == "emails-[email]"
+    assert Privacy(scrub_names=False).name("emails-john@acme.com") == "emails-john@acme.com"
+
+
+def test_a_long_name_is_cut_with_a_digest_of_its_scrubbed_text() -> None:
+    name = "tasks.notify-jane.doe@example.org_" + "x" * 500_000
+    cut = safe_name(name)
+    assert len(cut) <= NAME_MAX
+    assert cut.startswith("tasks.notify-[email]_xxx")
+    assert CUT.search(cut)
+    digest = hashlib.sha256(scrub(name).encode()).hexdigest()[:12]
+    assert cut.endswith("…#" + digest)
+    # The same name always gives the same cut; another one, another.
+    assert safe_name(name) == cut
+    assert safe_name(name + "y") != cut
+    assert safe_name(name[:-1] + "y") != cut
+    # Names that differ only in what scrubbing takes out meet, as short ones do.
+    assert safe_name(name.replace("jane", "john")) == cut
+    assert Privacy(scrub_names=True).name(name) == cut
+
+
+def test_an_address_across_the_cut_is_never_half_shown() -> None:
+    for offset in range(150, 200, 7):
+        name = "q" * offset + "-jane.doe@example.org-" + "z" * 400
+        cut = safe_name(name)
+        assert "jane" not in cut and "example" not in cut, cut
+        assert len(cut) <= NAME_MAX
+
+
+def test_a_cut_never_splits_a_token() -> None:
+    for offset in range(170, 200):
+        cut = safe_name("q" * offset + "-jane@x.org-" + "z" * 400)
+        head = cut.rsplit("…#", 1)[0]
+        assert not re.search(r"\[[a-z]*$", head), head[-12:]
+
+
+def test_unscrubbed_names_are_cut_too() -> None:
+    name = "emails-" + "n" * 1000 + "@acme.com"
+    cut = cut_name(name)
+    assert len(cut) <= NAME_MAX and cut.startswith("emails-nnn") and CUT.search(cut)
+    assert Privacy(scrub_names=False).name(name) == cut
+    assert cut_name("celery") == "celery"
+
+
+def test_a_name_beyond_the_scrub_limit_is_cut_before_scrubbing() -> None:
+    # The address that runs across the limit is not scrubbed in part and shown (or hashed):
+    # two such names that differ only in it give the same cut.
+    head = "tasks.run_" + "x" * (SCRUB_MAX - 20)
+    one = safe_name(head + "jane.doe@example.org" + "y" * 1000)
+    two = safe_name(head + "john.roe@example.org" + "y" * 1000)
+    assert one == two
+    assert CUT.search(one) and one.startswith("tasks.run_xxx")
+    assert safe_name(head + "y" * 1020) == one  # the length is the same, the rest unseen
+
+
+def test_configured_long_queue_names_match_their_cut_form() -> None:
+    long_name = "reports-" + "r" * 400
+    assert names_queue([long_name], safe_name(long_name))
+    assert names_queue([long_name], cut_name(long_name))
+    assert names_queue([long_name], safe_name(long_name) + "~q-12345678")
+    assert not names_queue([long_name + "x"], safe_name(long_name))
+
+
+def test_sanitize_cuts_huge_queue_and_task_names() -> None:
+    huge_task = "tasks.notify_jane@acme.com_" + "t" * 500_000
+    one, two = "q_" + "a" * 500_000 + "_one", "q_" + "a" * 500_000 + "_two"
+    peek = MessagePeek(priority_list=0, fingerprint="f", size_bytes=10, decoded=True)
+    snap = snapshot(
+        queues=(
+            QueueRaw(one, 1, oldest=(replace_task(peek, huge_task),)),
+            QueueRaw(two, 2),
+        ),
+        workers=(
+            WorkerRaw(
+                "w@h",
+                "online",
+                concurrency=1,
+                queues=(one,),
+                active=(ActiveTask("id-1", huge_task, 999_999.0),),
+                processed={huge_task: 4},
+            ),
+        ),
+    )
+    started = time.perf_counter()
+    sample, _ = sanitize(snap, hasher=Hasher("k"), previous_observations={})
+    elapsed = time.perf_counter() - started
+    assert elapsed < 2.0, elapsed
+    names = [q.name for q in sample.queues]
+    assert len(set(names)) == 2 and all(len(n) <= NAME_MAX and CUT.search(n) for n in names)
+    assert sample.queues[0].oldest_task == safe_name(huge_task)
+    worker = sample.workers[0]
+    assert worker.queues == (names[0],)
+    assert worker.tasks[0].task_name == safe_name(huge_task)
+    assert worker.processed == {safe_name(huge_task): 4}
+    text = repr(sample)
+    assert len(text) < 20_000 and "acme" not in text and "jane" not in text
+
+
+def replace_task(peek: MessagePeek, name: str) -> MessagePeek:
+    from dataclasses import replace
+
+    return replace(peek, task_name=name)
