@@ -350,7 +350,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     import time
 
     from .alerting import Silence
-    from .sanitize import scrub
+    from .sanitize import safe_name
     from .state import StateError
     from .state.sqlite import SqliteStore
 
@@ -362,7 +362,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
             now = time.time()
             queue = args.queue
             if queue and settings.sanitize_task_signatures:
-                queue = scrub(queue)  # alerts name queues by their scrubbed names
+                queue = safe_name(queue)  # alerts name queues by their scrubbed (cut) names
             silence = Silence(
                 id="s-" + secrets.token_hex(4),
                 starts_at=now,
