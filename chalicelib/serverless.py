@@ -432,13 +432,18 @@ def notify_pagerduty(
 
 
 def read_status(store: DynamoStore, targets: Sequence[str]) -> dict[str, Any]:
-    """The last sample and the firing alerts of each target, as stored (sanitized already)."""
+    """The last sample and the firing alerts of each target, as stored (sanitized already).
+
+    Every target is read in one batch (:meth:`DynamoStore.load_many`), not a Query per
+    target; a target whose state cannot be read is answered with its error. Raises
+    StateError when the table itself cannot be read.
+    """
+    states = store.load_many(targets)
     found: list[dict[str, Any]] = []
     for target in targets:
-        try:
-            state = store.load(target)
-        except StateError as exc:
-            found.append({"target": target, "error": str(exc)})
+        state = states[target]
+        if isinstance(state, StateError):
+            found.append({"target": target, "error": str(state)})
             continue
         firing = sorted(
             (a for a in state.alerts.values() if a.state == "firing"),

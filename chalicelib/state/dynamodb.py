@@ -65,6 +65,7 @@ MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin for attrib
 COMPRESS_ABOVE_BYTES = 64_000
 MAX_KEY_BYTES = 1000  # sort keys may hold 1024 bytes, partition keys 2048
 READ_ATTEMPTS = 3
+BATCH_GET_KEYS = 100  # BatchGetItem's limit per call
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ class _Seen:
 
     version: int
     alerts: dict[str, _Known]
+
+
+class _Torn(Exception):
+    """An alert item read in a batch does not match the manifest (a commit in flight)."""
 
 
 class DynamoStore:
@@ -173,6 +178,96 @@ class DynamoStore:
             )
         except StateError as exc:
             raise self._shape(target, str(exc)) from None
+
+    def load_many(self, targets: Sequence[str]) -> dict[str, TargetState | StateError]:
+        """The state of each of ``targets`` read in batches, for ``GET /status``: the
+        ``SAMPLE`` items by ``BatchGetItem`` (100 keys a call), then the alert items their
+        manifests name, the same way. A fleet of N targets with A alert items costs
+        ceil(N/100) + ceil(A/100) calls, not a Query per target.
+
+        A target whose alert items do not match its manifest (read while a commit was being
+        applied) is read again alone with :meth:`load`. A target's own StateError (an
+        unreadable item) is its value in the result; a failed call raises StateError.
+        """
+        pks = {target: _target_pk(target) for target in targets}
+        samples = self._batch_get([_key(pk, SAMPLE_SK) for pk in pks.values()])
+        found: dict[str, TargetState | StateError] = {}
+        decoded: dict[str, tuple[int, Any, dict[str, int]]] = {}
+        for target, pk in pks.items():
+            sample = samples.get((pk, SAMPLE_SK))
+            if sample is None:
+                found[target] = TargetState()
+                continue
+            try:
+                decoded[target] = self._decode_sample(target, sample)
+            except StateError as exc:
+                found[target] = exc
+        alert_keys = [
+            _key(pks[target], _alert_sk(key))
+            for target, (_version, _body, manifest) in decoded.items()
+            for key in manifest
+        ]
+        alerts = self._batch_get(alert_keys)
+        for target, (version, body, manifest) in decoded.items():
+            try:
+                found[target] = self._assemble(target, version, body, manifest, alerts)
+            except _Torn:
+                try:
+                    found[target] = self.load(target)
+                except StateError as exc:
+                    found[target] = exc
+            except StateError as exc:
+                found[target] = exc
+        return {target: found[target] for target in targets}
+
+    def _assemble(
+        self,
+        target: str,
+        version: int,
+        body: Any,
+        manifest: Mapping[str, int],
+        alerts: Mapping[tuple[str, str], Item],
+    ) -> TargetState:
+        """The state from its sample and the alert items read in a batch; raises _Torn when
+        an item does not match the manifest, StateError when one is unreadable."""
+        pk = _target_pk(target)
+        known: dict[str, Any] = {}
+        for key, written in manifest.items():
+            item = alerts.get((pk, _alert_sk(key)))
+            if item is None or _number(item, "version") != written:
+                raise _Torn(key)
+            known[key] = self._decode_alert(target, key, item, written).body
+        try:
+            return TargetState.from_json(version, {**body, "alerts": known})
+        except StateError as exc:
+            raise self._shape(target, str(exc)) from None
+
+    def _batch_get(self, keys: Sequence[Item]) -> dict[tuple[str, str], Item]:
+        """The items of ``keys`` (strongly consistent), by (pk, sk); a key with no item is
+        left out. Keys DynamoDB leaves unprocessed (throttling) are asked again a few times;
+        raises StateError when some still are, or when a call fails."""
+        items: dict[tuple[str, str], Item] = {}
+        unique = list({(_text(k, "pk"), _text(k, "sk")): k for k in keys}.values())
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            pending: list[Item] = unique[start : start + BATCH_GET_KEYS]
+            for attempt in range(READ_ATTEMPTS + 2):
+                answer = self._call(
+                    "BatchGetItem",
+                    RequestItems={self.table_name: {"Keys": pending, "ConsistentRead": True}},
+                )
+                for item in answer.get("Responses", {}).get(self.table_name, []):
+                    items[(_text(item, "pk") or "", _text(item, "sk") or "")] = item
+                left = answer.get("UnprocessedKeys", {}).get(self.table_name, {})
+                pending = list(left.get("Keys", []))
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            if pending:
+                raise StateError(
+                    f"DynamoDB table {self.table_name}: BatchGetItem left {len(pending)} key(s)"
+                    " unprocessed (throttled)"
+                )
+        return items
 
     def commit(
         self,

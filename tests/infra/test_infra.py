@@ -441,11 +441,12 @@ def test_bundle_build_skips_when_wheels_cannot_be_downloaded(tmp_path: Path):
 
 # What each function calls on the table (chalicelib/state/dynamodb.py): the check loads
 # (Query), reads the manifest (GetItem) and commits in one TransactWriteItems of Puts and
-# Deletes, which IAM authorizes as PutItem and DeleteItem; GET /status only loads. The
+# Deletes, which IAM authorizes as PutItem and DeleteItem; GET /status reads every target's
+# items in batches (BatchGetItem) and a torn one again alone (Query). The
 # outbox's UpdateItem (mark_delivered, mark_channel) is the doorman command's, never Lambda's.
 DYNAMODB_ACTIONS = {
     "check": {"dynamodb:query", "dynamodb:getitem", "dynamodb:putitem", "dynamodb:deleteitem"},
-    "api_handler": {"dynamodb:query"},
+    "api_handler": {"dynamodb:query", "dynamodb:batchgetitem"},
 }
 
 
