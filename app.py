@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -36,6 +37,8 @@ for _kind, _path in _CORRELATION.items():
     )
 for _kind in ("dynamodb", "sns"):  # the check's metrics are EMF lines of chalicelib.metrics
     app.register_middleware(ConvertToMiddleware(metrics.log_metrics), _kind)
+# A dispatch of samples only has no count to send (see dispatch): not worth a warning.
+warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
 
 _SOURCES = event_sources()
 
@@ -85,8 +88,11 @@ def dispatch(event: Any) -> dict[str, Any]:
     records = event.to_dict().get("Records", [])
     report = dispatch_records(records, publisher.send, ledger=ledger)
     counts = {"Dispatched": len(report.published), "DispatchDropped": report.dropped}
+    # Only counts that are not 0: this runs every minute (each check writes its sample), and
+    # a series is billed for every hour it gets data. The alarms read no data as no trouble.
     for name, value in {**counts, "DispatchRetried": len(report.failed)}.items():
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        if value:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     if report.failed and not settings.dispatch_partial_batch:
         raise DispatchFailed(f"{len(report.failed)} record(s) not published; batch retried")
     return report.response()

@@ -308,7 +308,11 @@ def test_the_alarms_watch_the_metrics_dispatch_emits(dispatch_env, topic, monkey
     resources = cfn_yaml.load(str(TEMPLATE))["Resources"]
     watched = {
         props["MetricName"]: props
-        for props in (r["Properties"] for r in resources.values() if r["Type"].endswith("Alarm"))
+        for props in (
+            r["Properties"]
+            for r in resources.values()
+            if isinstance(r, dict) and r["Type"].endswith("Alarm")  # not an Fn::ForEach
+        )
         if props.get("MetricName", "").startswith("Dispatch")
     }
     assert set(watched) == {"DispatchDropped", "DispatchRetried"} <= emitted
