@@ -66,3 +66,18 @@ def test_deploy_of_one_target_names_it(project: Path):  # noqa: F811
     )
     params = _stack_parameters(run)
     assert params["Targets"] == params["Target"] == "dev"
+
+
+def test_the_log_group_the_widgets_read_is_the_check_functions_and_is_kept_30_days():
+    from chalicelib.dashboard import CHECK_LOG_GROUP, logs_queries
+
+    template = cfn_yaml.load(str(ROOT / "infra" / "doorman.yaml"))
+    groups = {
+        key: r["Properties"]
+        for key, r in template["Resources"].items()
+        if isinstance(r, dict) and r["Type"] == "AWS::Logs::LogGroup"
+    }
+    assert groups and all(p.get("RetentionInDays") == 30 for p in groups.values()), groups
+    assert groups["CheckLogGroup"]["LogGroupName"] == {"Fn::Sub": CHECK_LOG_GROUP}
+    for query in logs_queries():
+        assert query.text().startswith(f"SOURCE '{CHECK_LOG_GROUP}' | ")

@@ -332,6 +332,13 @@ def test_real_check_logs_every_metric_and_field_the_dashboards_and_alarms_use(
     emitted = {name for doc in docs for name in values(doc)}
     wanted = metrics_named_by_infra()
     assert wanted == {"CheckSucceeded"}
+    # The billed series of a real check: the heartbeat, and the metric queue's two.
+    assert series_defined(docs) == {
+        ("Doorman", "CheckSucceeded", (("target", "prod"),)),
+        ("Doorman", "QueueDepth", (("target", "prod"), ("queue", "celery"))),
+        ("Doorman", "QueueLatencySec", (("target", "prod"), ("queue", "celery"))),
+    }
+    assert len(series_defined(emit(result)[0])) == billed_series() == 1
     assert wanted <= emitted, f"not emitted: {sorted(wanted - emitted)}"
     # metric_queues: the queue's line is EMF, with the same fields as a plain queue line.
     assert values(next(d for d in docs if d.get("queue") == "celery")) == {
