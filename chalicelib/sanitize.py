@@ -138,10 +138,11 @@ _TOKENS = ("[email]", *sorted({replacement for _, replacement, _ in _PATTERNS}))
 
 # Names are shown at most this long; a longer one is cut (see safe_name).
 NAME_MAX = 200
-# A name is scrubbed whole up to this length (the cost is linear: tens of milliseconds for
-# a name of letters); a longer one is cut to it before scrubbing, so that one absurd name
-# cannot cost more.
-SCRUB_MAX = 1 << 20
+# A name is scrubbed whole up to this length; a longer one is cut to it before scrubbing
+# (at a boundary no address or number runs across), so that no name can cost more than a
+# few milliseconds whatever it holds: scrubbing is linear, but dense hostile text costs
+# about half a microsecond a character. Only the first NAME_MAX characters are shown.
+SCRUB_MAX = 16 << 10
 # Real addresses, host names, phone and card numbers are shorter than this (an address has
 # at most 254 characters), so a cut this far back from a boundary splits none of them.
 _EDGE = 256

@@ -497,6 +497,17 @@ def test_one_megabyte_is_scrubbed_in_bounded_time() -> None:
     assert "jane" not in out and "4111" not in out and "10.0.0.1" not in out
 
 
+@pytest.mark.parametrize("shape", sorted(_HOSTILE))
+def test_a_megabyte_name_costs_no_more_than_a_cut_one(shape: str) -> None:
+    """Names are cut to SCRUB_MAX before scrubbing: a 1 MB name of any shape costs what a
+    SCRUB_MAX one does, not fifty times more (the figure is in make bench)."""
+    text = _repeat(_HOSTILE[shape], 1 << 20)
+    cut = text[:SCRUB_MAX]
+    t_cut = max(_best_of(3, lambda: safe_name(cut)), 1e-3)
+    t_full = _best_of(3, lambda: safe_name(text))
+    assert t_full / t_cut < 5, (shape, t_cut, t_full)
+
+
 # --- cutting long names --------------------------------------------------------------------
 
 CUT = re.compile(r"…#[0-9a-f]{12}$")
@@ -512,7 +523,7 @@ def test_short_names_are_only_scrubbed() -> None:
 
 
 def test_a_long_name_is_cut_with_a_digest_of_its_scrubbed_text() -> None:
-    name = "tasks.notify-jane.doe@example.org_" + "x" * 500_000
+    name = "tasks.notify-jane.doe@example.org_" + "x" * 10_000  # under SCRUB_MAX: scrubbed whole
     cut = safe_name(name)
     assert len(cut) <= NAME_MAX
     assert cut.startswith("tasks.notify-[email]_xxx")
@@ -595,7 +606,11 @@ def test_sanitize_cuts_huge_queue_and_task_names() -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 2.0, elapsed
     names = [q.name for q in sample.queues]
-    assert len(set(names)) == 2 and all(len(n) <= NAME_MAX and CUT.search(n) for n in names)
+    # Identical for their first SCRUB_MAX characters, the two cuts meet and the keyed
+    # "~q-" suffix of colliding queue names keeps them apart.
+    assert len(set(names)) == 2
+    heads = [n.split("~q-")[0] for n in names]
+    assert all(len(h) <= NAME_MAX and CUT.search(h) for h in heads)
     assert sample.queues[0].oldest_task == safe_name(huge_task)
     worker = sample.workers[0]
     assert worker.queues == (names[0],)
