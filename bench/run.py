@@ -18,6 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
 from chalicelib.embedded import RedisServer, Worker, point_app_at, wait_for_workers  # noqa: E402
 
 QUEUES = 20
@@ -114,6 +115,23 @@ TEMPLATE = (
 )
 
 
+def _slow_client(server: RedisServer) -> Any:
+    """A client for the long filling scripts: no read timeout and no retry. redis-py's
+    defaults (5 s, then retries) would send a script again while the first still runs, on
+    a busy machine, and Redis answers BUSY."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(
+        host="127.0.0.1",
+        port=server.port,
+        password=server.password,
+        socket_timeout=None,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 def _check_deps(url: str, **overrides: object) -> tuple[Any, Any]:
     """Settings and dependencies for checks of ``url``, after one warm-up check."""
     from chalicelib.cli import make_deps
@@ -183,7 +201,7 @@ def bench_scale_queues() -> dict[str, float]:
         for label, per_queue in sizes:
             server = RedisServer().start()
             servers.append(server)
-            filled = server.client().eval(FILL_LUA, 0, 1000, per_queue, TEMPLATE)
+            filled = _slow_client(server).eval(FILL_LUA, 0, 1000, per_queue, TEMPLATE)
             figures[f"scale_{label}_messages"] = float(filled)
             checks[label] = _check_deps(server.url)
         for label, median in _take_turns(checks, SCALE_ROUNDS, verify).items():
@@ -234,7 +252,7 @@ def bench_redis_budget() -> dict[str, float]:
     for label, count in (("1k", 1000), ("10k", 10_000)):
         server = RedisServer().start()
         try:
-            server.client().eval(FILL_LUA, 0, count, 3, TEMPLATE)
+            _slow_client(server).eval(FILL_LUA, 0, count, 3, TEMPLATE)
             settings, deps = _check_deps(server.url, max_queues=count)
             payloads: list[dict[str, Any]] = []
             timed: list[float] = []
@@ -259,7 +277,7 @@ def bench_redis_budget() -> dict[str, float]:
             server.stop()
     server = RedisServer().start()
     try:
-        client = server.client()
+        client = _slow_client(server)
         for start in range(0, HUGE_MEMBERS, 100_000):
             client.eval(
                 "for i=ARGV[1],ARGV[1]+99999 do"
@@ -344,8 +362,22 @@ def bench_scale_workers() -> dict[str, float]:
     return figures
 
 
-PEAK_RSS_SCRIPT = """
-import resource, sys, tempfile, os
+# The peak resident memory of this process since it started its program: VmHWM is reset by
+# exec, while getrusage's ru_maxrss keeps the forked copy of the (large) benchmark process.
+PEAK_RSS_FUNCTION = """
+def peak_rss_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+"""
+
+PEAK_RSS_SCRIPT = (
+    PEAK_RSS_FUNCTION
+    + """
+import sys, tempfile, os
 from chalicelib.cli import make_deps
 from chalicelib.runner import run_check
 from chalicelib.settings import load_settings
@@ -355,8 +387,9 @@ s = load_settings(environ={}, overrides={"redis_url": sys.argv[1],
 deps = make_deps(s)
 run_check(s, deps)
 run_check(s, deps)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+print(peak_rss_mb())
 """
+)
 
 
 def bench_memory() -> dict[str, float]:
@@ -411,6 +444,310 @@ def cost(check_ms: float, memory_mb: int = 256) -> dict[str, float]:
     }
 
 
+# CloudWatch prices used for the cost table (us-east-1 list prices).
+CW_METRIC_MONTH = 0.30  # a custom metric series a month (first 10,000), prorated by the hour
+CW_LOGS_INGEST_GB = 0.50  # PutLogEvents ingestion
+CW_LOGS_STORE_GB_MONTH = 0.03  # storage (counted raw: CloudWatch bills it compressed)
+CW_INSIGHTS_GB_SCANNED = 0.005
+CW_ALARM_METRIC = 0.10  # a standard-resolution alarm, per metric it watches
+CW_DASHBOARD = 3.00  # a dashboard a month, beyond the account's first three
+LOG_RETENTION_DAYS = 30  # infra/doorman.yaml's log groups
+# Lambda's own START, END and REPORT lines of one invocation (not measured here).
+LAMBDA_PLATFORM_LOG_BYTES = 350
+# The dashboards' Logs Insights widgets scan the check's log group over their time range: a
+# person opening the per-target dashboard on 3 hours, 100 times a month, is the case priced.
+DASHBOARD_VIEWS_A_MONTH = 100
+DASHBOARD_VIEW_HOURS = 3
+GB = 1024**3
+
+
+def _alarm_metrics() -> tuple[int, int]:
+    """(alarm metrics of the deployment, alarm metrics per target) in infra/doorman.yaml:
+    an alarm on one metric counts 1, a metric-math alarm each metric it reads."""
+    from cfnlint.decode import cfn_yaml
+
+    resources = cfn_yaml.load(str(ROOT / "infra" / "doorman.yaml"))["Resources"]
+
+    def metrics_of(resource: Any) -> int:
+        props = resource["Properties"]
+        if "MetricName" in props:
+            return 1
+        return sum(1 for m in props.get("Metrics", []) if "MetricStat" in m)
+
+    shared = per_target = 0
+    for key, resource in resources.items():
+        if key.startswith("Fn::ForEach::"):
+            per_target += sum(
+                metrics_of(r) for r in resource[2].values() if r["Type"] == "AWS::CloudWatch::Alarm"
+            )
+        elif resource["Type"] == "AWS::CloudWatch::Alarm":
+            shared += metrics_of(resource)
+    return shared, per_target
+
+
+def bench_cloudwatch() -> dict[str, float]:
+    """A real check (1 worker, 20 queues holding 500 messages), its lines as the check
+    function prints them: the metric series they define and the bytes they log, at the
+    defaults and with two queues in ``metric_queues``; and the widgets' Logs Insights scan."""
+    import io
+    import json
+
+    from chalicelib.dashboard import logs_queries
+    from chalicelib.metrics import emit_metrics, series_defined
+    from chalicelib.runner import run_check
+
+    server = RedisServer().start()
+    worker = Worker("chalicelib.demo_app", server.url, "cost@doorman", pool="solo").start()
+    try:
+        wait_for_workers(server.url, [worker.name])
+        _slow_client(server).eval(FILL_LUA, 0, QUEUES, MESSAGES_PER_QUEUE, TEMPLATE)
+        settings, deps = _check_deps(server.url)
+        payload = run_check(settings, deps).payload
+        deps.collector.close()
+    finally:
+        worker.stop()
+        server.stop()
+    assert payload["metrics"]["total_pending"] == QUEUES * MESSAGES_PER_QUEUE, payload["metrics"]
+
+    def lines(**options: Any) -> tuple[int, int]:
+        out = io.StringIO()
+        emit_metrics(payload, target="bench", stream=out, **options)
+        text = out.getvalue()
+        parsed = [json.loads(line) for line in text.splitlines()]
+        return len(series_defined(parsed)), len(text.encode("utf-8"))
+
+    series, log_bytes = lines()
+    pinned = ["scale-queue-0001", "scale-queue-0002"]
+    series_pinned, _bytes = lines(metric_queues=pinned)
+    shared_alarms, target_alarms = _alarm_metrics()
+    widgets = sum(1 for q in logs_queries() if q.one_target)
+    per_check = log_bytes + LAMBDA_PLATFORM_LOG_BYTES
+    month_gb = CHECKS_PER_MONTH * per_check / GB
+    scanned_gb = DASHBOARD_VIEWS_A_MONTH * widgets * (DASHBOARD_VIEW_HOURS * 60) * per_check / GB
+    return {
+        "cw_series_default": float(series),
+        "cw_series_two_metric_queues": float(series_pinned),
+        "cw_log_bytes_per_check": float(log_bytes),
+        "cw_logs_gb_month": round(month_gb, 4),
+        "cw_alarm_metrics_shared": float(shared_alarms),
+        "cw_alarm_metrics_per_target": float(target_alarms),
+        "cost_cw_metrics_usd_month": round(series * CW_METRIC_MONTH, 2),
+        "cost_cw_logs_usd_month": round(
+            month_gb * CW_LOGS_INGEST_GB
+            + month_gb * LOG_RETENTION_DAYS / 30 * CW_LOGS_STORE_GB_MONTH,
+            3,
+        ),
+        "cost_cw_insights_usd_month": round(scanned_gb * CW_INSIGHTS_GB_SCANNED, 4),
+        "cost_cw_alarms_shared_usd_month": round(shared_alarms * CW_ALARM_METRIC, 2),
+        "cost_cw_alarms_target_usd_month": round(target_alarms * CW_ALARM_METRIC, 2),
+    }
+
+
+def cost_table(figures: dict[str, float]) -> list[tuple[str, str]]:
+    """The monthly bill of one cluster checked every minute, item by item, and the totals
+    for one cluster alone and per cluster in fleets of 10 and 50 (the shared alarms split)."""
+    per_target = (
+        figures["cost_lambda_usd_month"]
+        + figures["cost_dynamodb_usd_month"]
+        + figures["cost_cw_metrics_usd_month"]
+        + figures["cost_cw_logs_usd_month"]
+        + figures["cost_cw_insights_usd_month"]
+        + figures["cost_cw_alarms_target_usd_month"]
+    )
+    shared = figures["cost_cw_alarms_shared_usd_month"]
+    figures["cost_cluster_usd_month"] = round(per_target + shared, 2)
+    figures["cost_fleet10_per_cluster_usd_month"] = round(per_target + shared / 10, 2)
+    figures["cost_fleet50_per_cluster_usd_month"] = round(per_target + shared / 50, 2)
+    series = int(figures["cw_series_default"])
+    return [
+        ("Lambda, check at 256 MB", f"${figures['cost_lambda_usd_month']:.3f}"),
+        ("DynamoDB on demand", f"${figures['cost_dynamodb_usd_month']:.3f}"),
+        (f"custom metrics: {series} series", f"${figures['cost_cw_metrics_usd_month']:.2f}"),
+        (
+            f"  + metric_queues: 2 queues -> {int(figures['cw_series_two_metric_queues'])} series",
+            f"+${(figures['cw_series_two_metric_queues'] - series) * CW_METRIC_MONTH:.2f}",
+        ),
+        (
+            f"log bytes per check (+{LAMBDA_PLATFORM_LOG_BYTES} Lambda)",
+            f"{figures['cw_log_bytes_per_check']:.0f} B",
+        ),
+        (
+            f"Logs: {figures['cw_logs_gb_month']:.3f} GB in, kept {LOG_RETENTION_DAYS} d",
+            f"${figures['cost_cw_logs_usd_month']:.3f}",
+        ),
+        (
+            f"Logs Insights: {DASHBOARD_VIEWS_A_MONTH} views of {DASHBOARD_VIEW_HOURS} h",
+            f"${figures['cost_cw_insights_usd_month']:.4f}",
+        ),
+        (
+            f"watchdog alarm: {int(figures['cw_alarm_metrics_per_target'])} metric",
+            f"${figures['cost_cw_alarms_target_usd_month']:.2f}",
+        ),
+        (
+            f"shared alarms: {int(figures['cw_alarm_metrics_shared'])} metrics",
+            f"${figures['cost_cw_alarms_shared_usd_month']:.2f}",
+        ),
+        ("dashboards: 2 (3 free per account)", f"$0-{2 * CW_DASHBOARD:.2f}"),
+        ("total, one cluster", f"${figures['cost_cluster_usd_month']:.2f}"),
+        ("total per cluster, fleet of 10", f"${figures['cost_fleet10_per_cluster_usd_month']:.2f}"),
+        ("total per cluster, fleet of 50", f"${figures['cost_fleet50_per_cluster_usd_month']:.2f}"),
+    ]
+
+
+FLEET_SIZES = (1, 10, 50)
+FLEET_WORKERS = 2  # targets that have real workers (the first ones)
+FLEET_QUEUES, FLEET_MESSAGES = 5, 10
+FLEET_SCRIPT = (
+    PEAK_RSS_FUNCTION
+    + """
+import json, os, sys, tempfile, time
+from chalicelib.serverless import build_slots, run_targets
+from chalicelib.settings import load_targets
+from chalicelib.state.sqlite import SqliteStore
+spec = json.loads(sys.argv[1])
+d = tempfile.mkdtemp()
+env = {"DOORMAN_TARGETS": json.dumps(spec["targets"]), "DOORMAN_HASH_SECRET": "bench",
+       "DOORMAN_STATE": os.path.join(d, "unused.db")}
+targets = load_targets(environ=env)
+slots = build_slots(targets, "bench", lambda s: SqliteStore(os.path.join(d, s.target + ".db")))
+runs = []
+for _ in range(2):  # a cold invocation (first discovery), then a warm one
+    started, cpu = time.perf_counter(), time.process_time()
+    outcomes = run_targets(slots, spec["budget"])
+    runs.append({"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu,
+                 "targets": {o.target: [o.status, o.seconds,
+                             (o.result.payload["metrics"] if o.result else {})]
+                             for o in outcomes}})
+for slot in slots.values():
+    if slot.running is not None:
+        slot.running.result(timeout=60)
+    slot.close()
+print(json.dumps({"runs": runs,
+                  "rss_mb": peak_rss_mb()}))
+"""
+)
+FLEET_BUDGET = 25.0  # check_budget_seconds' default
+
+
+def bench_fleet() -> dict[str, float]:
+    """DOORMAN_TARGETS with 1, 10 and 50 targets in one invocation (run_targets, as the
+    check function runs them), each on its own redis-server, the first ones with a real
+    worker; at 10 and 50, one target accepts connections and never answers and one has its
+    port closed. Each size runs in a fresh process: the time of a cold and of a warm
+    invocation, the slowest healthy target's check, and the peak RSS."""
+    import json
+    import socket
+
+    from chalicelib.embedded import free_port
+
+    largest = max(FLEET_SIZES)
+    servers: list[RedisServer] = []
+    workers: list[Worker] = []
+    silent = socket.socket()
+    figures: dict[str, float] = {}
+    try:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(128)
+        silent_port = silent.getsockname()[1]
+        closed_port = free_port()
+        for _i in range(largest):
+            server = RedisServer().start()
+            servers.append(server)
+            _slow_client(server).eval(FILL_LUA, 0, FLEET_QUEUES, FLEET_MESSAGES, TEMPLATE)
+        names = [f"fleet-{i}@doorman" for i in range(FLEET_WORKERS)]
+        for i, name in enumerate(names):
+            workers.append(Worker("chalicelib.demo_app", servers[i].url, name, pool="solo").start())
+        for i, name in enumerate(names):
+            wait_for_workers(servers[i].url, [name], timeout=60)
+        for size in FLEET_SIZES:
+            healthy = size if size == 1 else size - 2
+            targets = [{"name": f"t{i:02d}", "redis_url": servers[i].url} for i in range(healthy)]
+            if size > 1:
+                targets.append({"name": "hangs", "redis_url": f"redis://127.0.0.1:{silent_port}/0"})
+                targets.append(
+                    {"name": "closed", "redis_url": f"redis://127.0.0.1:{closed_port}/0"}
+                )
+            spec = {"targets": targets, "budget": FLEET_BUDGET}
+            out = subprocess.run(
+                [sys.executable, "-c", FLEET_SCRIPT, json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                check=True,
+                timeout=300,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            for label, run in zip(("cold", "warm"), result["runs"], strict=True):
+                statuses = run["targets"]
+                ok = [v for k, v in statuses.items() if k.startswith("t")]
+                assert all(s == "ok" and m.get("redis_connected") for s, _t, m in ok), statuses
+                assert sum(m.get("total_pending", 0) for _s, _t, m in ok) == (
+                    healthy * FLEET_QUEUES * FLEET_MESSAGES
+                )
+                # Workers that answered within worker_timeout_seconds (1 s), out of
+                # min(FLEET_WORKERS, healthy): on 2 cores a cold 50-target invocation can
+                # leave a solo worker's reply late.
+                figures[f"fleet_{size}_{label}_alive_workers"] = float(
+                    sum(m.get("alive_workers", 0) for _s, _t, m in ok)
+                )
+                figures[f"fleet_{size}_{label}_s"] = round(run["seconds"], 2)
+                # CPU seconds of the invocation (threads that overran their budget go on
+                # in the background and are not counted).
+                figures[f"fleet_{size}_{label}_cpu_s"] = round(run["cpu"], 2)
+                figures[f"fleet_{size}_{label}_slowest_healthy_s"] = round(
+                    max(t for _s, t, _m in ok), 2
+                )
+                if size > 1:
+                    hangs, closed = statuses["hangs"], statuses["closed"]
+                    assert hangs[2].get("redis_connected") is False, hangs
+                    assert closed[2].get("redis_connected") is False, closed
+                    figures[f"fleet_{size}_{label}_hangs_s"] = round(hangs[1], 2)
+                    figures[f"fleet_{size}_{label}_closed_s"] = round(closed[1], 2)
+                assert run["seconds"] < FLEET_BUDGET, run["seconds"]
+            figures[f"fleet_{size}_peak_rss_mb"] = round(result["rss_mb"], 1)
+    finally:
+        silent.close()
+        for worker in workers:
+            worker.stop()
+        for server in servers:
+            server.stop()
+    return figures
+
+
+LAMBDA_VCPU_AT_256_MB = 256 / 1769  # Lambda gives one vCPU at 1,769 MB, in proportion below
+
+
+def fleet_rows(figures: dict[str, float]) -> list[tuple[str, str]]:
+    """The fleet figures as table rows; the Lambda time is the measured CPU time over the
+    share of a vCPU a 256 MB function gets (an estimate, the one figure not measured)."""
+    rows: list[tuple[str, str]] = []
+    for size in FLEET_SIZES:
+        for label in ("cold", "warm"):
+            key = f"fleet_{size}_{label}"
+            rows.append((f"{size} targets, {label}: invocation", f"{figures[key + '_s']:.2f} s"))
+            rows.append(
+                ("  slowest healthy target", f"{figures[key + '_slowest_healthy_s']:.2f} s")
+            )
+            if size > 1:
+                rows.append(
+                    (
+                        "  hanging / closed-port target",
+                        f"{figures[key + '_hangs_s']:.2f} / {figures[key + '_closed_s']:.2f} s",
+                    )
+                )
+            lambda_s = figures[key + "_cpu_s"] / LAMBDA_VCPU_AT_256_MB
+            figures[key + "_lambda_256mb_est_s"] = round(lambda_s, 1)
+            rows.append(
+                (
+                    "  CPU; est. at 256 MB (0.145 vCPU)",
+                    f"{figures[key + '_cpu_s']:.2f}; {lambda_s:.1f} s",
+                )
+            )
+        rows.append((f"{size} targets: peak RSS", f"{figures[f'fleet_{size}_peak_rss_mb']:.1f} MB"))
+    rows.append(("budget per target (check_budget_seconds)", f"{FLEET_BUDGET:.0f} s"))
+    return rows
+
+
 def bench_import() -> dict[str, float]:
     """Time to import the Lambda module ``app`` in a fresh interpreter (median of 5)."""
     code = "import time; t=time.perf_counter(); import app; print((time.perf_counter()-t)*1000)"
@@ -437,6 +774,8 @@ def main() -> int:
     figures.update(bench_import())
     figures.update(bench_memory())
     figures.update(cost(figures["healthy_check_ms"]))
+    figures.update(bench_cloudwatch())
+    figures.update(bench_fleet())
     print(f"{'benchmark':<40}{'value':>14}")
     rows = [
         ("healthy check, 2 workers, 20 queues", f"{figures['healthy_check_ms']:.1f} ms"),
@@ -471,6 +810,21 @@ def main() -> int:
         f" DynamoDB ${DYNAMODB_PER_MILLION_WRITE_UNITS}/M WRU, ${DYNAMODB_PER_MILLION_READ_UNITS}/M"
         f" RRU; {CHECKS_PER_MONTH} checks a month"
     )
+    print()
+    print(f"{'cost of one cluster checked every minute':<48}{'per month':>14}")
+    for name, value in cost_table(figures):
+        print(f"{name:<48}{value:>14}")
+    print(
+        f"prices: custom metric ${CW_METRIC_MONTH}/series-month; logs ${CW_LOGS_INGEST_GB}/GB"
+        f" ingested, ${CW_LOGS_STORE_GB_MONTH}/GB-month stored; Logs Insights"
+        f" ${CW_INSIGHTS_GB_SCANNED}/GB scanned; alarm ${CW_ALARM_METRIC}/metric;"
+        f" dashboard ${CW_DASHBOARD}/month beyond 3; the dispatcher's and notifiers' counts are"
+        " sent only when not 0 (hours with alerts: ~$0)"
+    )
+    print()
+    print(f"{'fleet: targets in one invocation':<48}{'value':>14}")
+    for name, value in fleet_rows(figures):
+        print(f"{name:<48}{value:>14}")
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
     return 0
 
