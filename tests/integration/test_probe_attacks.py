@@ -21,7 +21,7 @@ import redis
 
 from chalicelib.collect.redis_probe import RedisProbe, connect
 from chalicelib.embedded import RedisServer
-from tests.conftest import Checker
+from tests.conftest import Checker, WorkerFactory
 
 SEP = "\x06\x16"
 # The promise is 20 ms; on this shared 2-core machine the suite's budget tests allow 50 ms
@@ -511,3 +511,24 @@ def test_other_denials_are_named_and_never_an_outage(
     assert any(f"denied {command}" in e["message"] for e in errors_of(payload, "permission"))
     celery = next(q for q in payload["queues"] if q["name"] == "celery")
     assert celery["depth"] == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 14: remote control denied SADD (kombu binds its reply queue with it)"
+    " reads as 'remote control failed (ResponseError)', not a permission,"
+    " and raises celery_disconnected on a healthy cluster",
+)
+def test_remote_control_denied_sadd_is_a_permission_not_an_outage(
+    redis_server: RedisServer,
+    admin: redis.Redis,
+    workers: WorkerFactory,
+    checker: Callable[..., Checker],
+) -> None:
+    workers.start("w1@attacks", queues=("celery",))
+    admin.execute_command("ACL", "SETUSER", "nosadd", "on", ">pw", "~*", "&*", "+@all", "-sadd")
+    url = f"redis://nosadd:pw@127.0.0.1:{redis_server.port}/0"
+    payload = checked(admin, checker(redis_url=url))
+    assert not alert_types(payload) & {"workers_down", "celery_disconnected", "redis_unreachable"}
+    denied = [e["message"] for e in errors_of(payload, "permission")]
+    assert any("SADD" in m for m in denied), payload["errors"]
