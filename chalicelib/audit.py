@@ -108,6 +108,8 @@ class DeepData:
     redis_config: dict[str, str] | None  # CONFIG GET save/appendonly; None when refused
     confs: dict[str, dict[str, ConfValue]]  # allow-listed Celery settings by worker hash
     errors: tuple[ProbeError, ...] = ()
+    # Commands Doorman's Redis user may run and never needs (FLUSHALL, ...); None: unknown.
+    excess_rights: tuple[str, ...] | None = None
 
 
 DeepProbe = Callable[["Collector", Sample, Hasher], DeepData]
@@ -140,7 +142,40 @@ def collect_deep(collector: Collector, sample: Sample, hasher: Hasher) -> DeepDa
     online = {w.id_hash for w in sample.workers if w.status == "online"}
     result = collector.worker_conf(lambda name: hasher.worker(name) in online)
     confs = {hasher.worker(name): dict(conf) for name, conf in result.confs.items()}
-    return DeepData(config, confs, errors + result.errors)
+    return DeepData(
+        config, confs, errors + result.errors, excess_rights=_excess_rights(collector.settings)
+    )
+
+
+def _excess_rights(settings: Settings) -> tuple[str, ...] | None:
+    """What Doorman's Redis user may do beyond its needs (see ``acl.excess_rights``), or
+    None when that cannot be told (Redis gone meanwhile, MULTI refused)."""
+    import redis
+
+    from .acl import excess_rights_of
+
+    try:
+        return excess_rights_of(settings)
+    except (redis.RedisError, OSError, ValueError):
+        return None
+
+
+def rights_check(excess: tuple[str, ...] | None) -> ConfigCheck:
+    """The audit's line on Doorman's own rights: a warning when its Redis user can harm the
+    broker (FLUSHALL, CONFIG SET, DEL or LPOP on a queue, ...), which a monitor never needs."""
+    label = "Doorman's Redis rights"
+    if excess is None:
+        return ConfigCheck("doorman_rights", label, UNKNOWN, "unknown (MULTI refused)")
+    if not excess:
+        return ConfigCheck("doorman_rights", label, OK, "no more than Doorman needs")
+    return ConfigCheck(
+        "doorman_rights",
+        label,
+        WARNING,
+        f"more than Doorman needs: it can run {', '.join(excess)}",
+        "Give Doorman a Redis user of its own with the rules 'doorman acl' prints (README:"
+        " Running with least privilege): a monitor should not be able to harm the broker",
+    )
 
 
 def run_audit(
@@ -182,15 +217,16 @@ def run_audit(
         if progress is not None:
             progress("Checking the configuration...")
         data = deep_probe(deps.collector, last, deps.hasher)
-        checks = tuple(
-            analyse(
+        checks = (
+            *analyse(
                 last.redis,
                 last.workers,
                 data.confs,
                 now=deps.clock(),
                 redis_config=data.redis_config,
                 queues=last.queues,
-            )
+            ),
+            rights_check(data.excess_rights),
         )
         deep_errors = data.errors
     return Audit(

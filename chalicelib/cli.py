@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -188,6 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(whois)
     whois.add_argument("hash", metavar="HASH")
+
+    acl = sub.add_parser(
+        "acl",
+        help="print the Redis ACL rules of a least-privilege user for Doorman",
+        description="Print the rules of a Redis user that can do everything Doorman does and"
+        " nothing else, for the configured key prefix and database: read-only on queues,"
+        " bindings and unacked messages; write only on its own remote-control reply keys;"
+        " publish only on the pidbox channels. Needs Redis 7 (or ElastiCache 7) or later.",
+    )
+    acl.add_argument("--config", metavar="FILE", help="YAML config file (or $DOORMAN_CONFIG)")
+    acl.add_argument("--redis-url", metavar="URL", help="the broker (its database is used)")
+    acl.add_argument("--user", default="doorman", metavar="NAME", help="user name (doorman)")
+    acl.add_argument(
+        "--format",
+        choices=("redis", "shell", "elasticache"),
+        default="redis",
+        help="redis: a line for redis-cli (default); shell: a redis-cli command line;"
+        " elasticache: aws elasticache commands (user and user group)",
+    )
     return parser
 
 
@@ -233,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_whois(args)
         if args.command == "silence":
             return cmd_silence(args)
+        if args.command == "acl":
+            return cmd_acl(args)
     except ConfigError as exc:
         _say(f"doorman: configuration error: {exc}", sys.stderr)
         return EXIT_CONFIG
@@ -426,6 +448,21 @@ def parse_duration(text: str) -> float:
     if not 0 < value <= 365 * 86400:
         raise ConfigError("--duration: must be more than 0 and at most a year")
     return value
+
+
+def cmd_acl(args: argparse.Namespace) -> int:
+    """Print the least-privilege rules for the configured broker; exit 0 (3: bad config)."""
+    from . import acl
+    from .settings import parse_redis_url
+
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", args.user):
+        raise ConfigError("--user: letters, digits and _ . @ - only (1 to 64)")
+    settings = _settings(args)
+    db = parse_redis_url(settings.broker_url).db
+    found = acl.rules(settings.global_keyprefix, db)
+    text = acl.render(found, args.user, args.format, prefix=settings.global_keyprefix, db=db)
+    sys.stdout.write(text)
+    return 0
 
 
 def cmd_whois(args: argparse.Namespace) -> int:

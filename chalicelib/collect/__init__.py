@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
+from ..access import broker_access
 from ..model import KOMBU_SEP, Dialect, ProbeError, Snapshot, WorkerRaw
 from ..settings import Settings
 from .redis_probe import PRIORITY_STEPS, RedisProbe, RedisResult, connect, describe_error
@@ -34,7 +35,8 @@ class Collector:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client = connect(settings.broker_url, settings.redis_timeout_seconds)
+        access = broker_access(settings)
+        self._client = connect(settings.broker_url, settings.redis_timeout_seconds, access)
         self._redis = self._probe_for(explicit_dialect(settings), explicit_dialect(settings))
         self._tls = settings.broker_url.lower().startswith("rediss://")
         self._detail: dict[str, WorkerRaw] = {}
@@ -48,6 +50,7 @@ class Collector:
             keyprefix=settings.global_keyprefix,
             timeout=settings.worker_timeout_seconds,
             connect_timeout=settings.redis_timeout_seconds,
+            access=access,
         )
 
     def _probe_for(

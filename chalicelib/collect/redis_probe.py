@@ -20,6 +20,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..access import BrokerAccess
+from ..iam_auth import aged
 from ..model import (
     KOMBU_SEP,
     Dialect,
@@ -30,6 +32,7 @@ from ..model import (
     UnackedEntry,
     UnackedRaw,
 )
+from ..settings import RedisUrl, parse_redis_url
 
 PEEK_MAX_BYTES = 1 << 20  # larger messages are counted and fingerprinted, not decoded
 MAX_UNACKED_ROWS = 200
@@ -47,16 +50,66 @@ QUEUES_SHA = hashlib.sha1(QUEUES_LUA.encode(), usedforsecurity=False).hexdigest(
 UNACKED_SHA = hashlib.sha1(UNACKED_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """A client that fails fast: bounded connect and read timeouts, no retries."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        health_check_interval=0,
+def connect(url: str, timeout: float, access: BrokerAccess | None = None) -> redis.Redis:
+    """A client that fails fast: bounded connect and read timeouts, no retries.
+
+    ``access``: an IAM credential provider (each new connection authenticates with a fresh
+    token, and a connection is replaced before ElastiCache's 12-hour limit), and for a
+    ``sentinel://`` URL the master's name and the Sentinels' password: each new connection
+    asks the Sentinels where the master is, so a check after a failover follows it.
+    """
+    access = access or BrokerAccess()
+    options: dict[str, Any] = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+        # Not CLIENT SETINFO on each connection: one round trip less, and a least-privilege
+        # user (``doorman acl``) need not be granted it.
+        "driver_info": None,
+    }
+    if access.credential_provider is not None:
+        options["credential_provider"] = access.credential_provider
+    if url[:11].lower() == "sentinel://":
+        client = _sentinel_master(parse_redis_url(url), access, timeout, options)
+    else:
+        client = redis.Redis.from_url(url, **options)
+    if access.reconnect_after is not None:
+        pool = client.connection_pool
+        pool.connection_class = aged(pool.connection_class, access.reconnect_after)
+    return client
+
+
+def _sentinel_master(
+    parsed: RedisUrl, access: BrokerAccess, timeout: float, options: dict[str, Any]
+) -> redis.Redis:
+    """A client of the master the Sentinels name (re-asked for each new connection)."""
+    from urllib.parse import unquote, urlsplit
+
+    from redis.sentinel import Sentinel
+
+    userinfo = urlsplit("//" + parsed.netloc)
+    if userinfo.username and "credential_provider" not in options:
+        options["username"] = unquote(userinfo.username)
+    if userinfo.password and "credential_provider" not in options:
+        options["password"] = unquote(userinfo.password)
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if access.sentinel_password:
+        sentinel_kwargs["password"] = access.sentinel_password
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs
     )
+    if access.sentinel_master is None:
+        raise ValueError("a sentinel:// URL needs sentinel_master_name")
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        access.sentinel_master, db=parsed.db, **options
+    )
+    return client
 
 
 def describe_error(exc: BaseException, timeout: float, *, tls: bool = False) -> ProbeError:
@@ -619,7 +672,7 @@ class RedisProbe:
         offset, total, overdue = 0, 0, 0
         for _ in range(MAX_ROUNDS):
             args = [repr(now), repr(vt), MAX_UNACKED_ROWS, PEEK_MAX_BYTES, offset, DECODE_BUDGET]
-            replies = self._run_scripts([(UNACKED_LUA, UNACKED_SHA, [*keys, *args])], errors, 2)
+            replies = self._run_scripts([(UNACKED_LUA, UNACKED_SHA, [*keys, *args])], errors)
             if replies is None:
                 return None
             reply = replies[0]

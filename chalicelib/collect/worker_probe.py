@@ -10,14 +10,17 @@ are never kept, except the few numbers and flags named in ``CONF_BOOLS``/``CONF_
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..access import BrokerAccess
 from ..model import KOMBU_PRIORITY_STEPS, KOMBU_SEP, ActiveTask, Dialect, ProbeError, WorkerRaw
 from ..sanitize import parse_time
 from ..settings import URL_OPTIONS, parse_redis_url
@@ -26,6 +29,9 @@ from ..settings import URL_OPTIONS, parse_redis_url
 # replies makes kombu's Redis transport run its "restore visible messages" sweep; pointing
 # it at keys nobody uses keeps the probe from reading (or re-queueing) the real ones.
 _DECOY_PREFIX = "doorman.probe."
+# The start of the name of Doorman's remote-control reply queue (kombu's mailbox ``oid``,
+# random by default): a Redis ACL can then let Doorman write its own reply keys only.
+REPLY_OID_PREFIX = "doorman-"
 
 
 @dataclass(frozen=True)
@@ -38,20 +44,31 @@ class KombuBroker:
     """
 
     url: str = field(repr=False)  # no query options; may hold a password
-    transport_options: dict[str, Any]
+    transport_options: dict[str, Any] = field(repr=False)  # may hold the Sentinels' password
     ssl: dict[str, Any] | None = field(default=None, repr=False)
 
 
-def kombu_broker(broker_url: str) -> KombuBroker:
+def kombu_broker(broker_url: str, access: BrokerAccess | None = None) -> KombuBroker:
     """``broker_url`` (already validated by the settings) translated for kombu.
 
     The database is the URL's path (kombu reads no ``db`` option); a unix socket is kombu's
     ``redis+socket://`` form, its database the ``virtual_host`` option; TLS options become
     kombu's ``ssl`` mapping, with redis-py's default of verifying the certificate (kombu's own
     default for ``rediss://`` is not to verify it). Raises ValueError for a URL the settings
-    would refuse.
+    would refuse. A ``sentinel://`` URL stays as given (kombu's Sentinel transport reads
+    every Sentinel from it), with the master's name and the Sentinels' password of
+    ``access`` as transport options.
     """
     parsed = parse_redis_url(broker_url)
+    if parsed.scheme == "sentinel":
+        access = access or BrokerAccess()
+        sentinel: dict[str, Any] = {}
+        if access.sentinel_password:
+            sentinel["password"] = access.sentinel_password
+        return KombuBroker(
+            broker_url.strip(),
+            {"master_name": access.sentinel_master, "sentinel_kwargs": sentinel},
+        )
     transport: dict[str, Any] = {}
     ssl: dict[str, Any] = {}
     for name, value in parsed.options.items():
@@ -70,6 +87,29 @@ def kombu_broker(broker_url: str) -> KombuBroker:
     if parsed.scheme == "rediss":
         return KombuBroker(url, transport, {"ssl_cert_reqs": "required", **ssl})
     return KombuBroker(url, transport)
+
+
+@functools.cache
+def _control() -> type[Any]:
+    """Celery's remote-control class with a mailbox whose reply queue is named
+    ``doorman-<random>.reply.<exchange>`` (kombu's default, ``oid``, is a hash that a Redis
+    ACL cannot tell from another client's)."""
+    from celery.app.control import Control
+    from kombu import pidbox
+
+    class _Mailbox(pidbox.Mailbox):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+            self._doorman_oid = REPLY_OID_PREFIX + uuid.uuid4().hex
+
+        @property
+        def oid(self) -> str:
+            return str(self._doorman_oid)
+
+    class _Control(Control):  # type: ignore[misc]
+        Mailbox = _Mailbox
+
+    return _Control
 
 
 @dataclass
@@ -302,9 +342,17 @@ class WorkerProbe:
     """Sends remote-control commands through a private, fail-fast Celery app."""
 
     def __init__(
-        self, broker_url: str, *, keyprefix: str = "", timeout: float = 1.0, connect_timeout: float
+        self,
+        broker_url: str,
+        *,
+        keyprefix: str = "",
+        timeout: float = 1.0,
+        connect_timeout: float,
+        access: BrokerAccess | None = None,
     ) -> None:
         self._broker_url = broker_url
+        self._access = access or BrokerAccess()
+        self._app_started = 0.0
         self._keyprefix = keyprefix
         self._sep = KOMBU_SEP
         self._timeout = timeout
@@ -313,11 +361,27 @@ class WorkerProbe:
         self._conn: Any = None
 
     def _celery(self) -> Any:
+        age = self._access.reconnect_after
+        if (
+            self._app is not None
+            and age is not None
+            and time.monotonic() - self._app_started >= age
+        ):
+            self.close()  # a new connection (and token) before the server closes it
         if self._app is None:
             from celery import Celery  # imported lazily: it is the bulk of a cold start
 
-            broker = kombu_broker(self._broker_url)
-            app = Celery("doorman-probe", broker=broker.url, set_as_current=False)
+            broker = kombu_broker(self._broker_url, self._access)
+            app = Celery(
+                "doorman-probe", broker=broker.url, set_as_current=False, control=_control()
+            )
+            provider = self._access.credential_provider
+            if provider is not None:
+                from kombu.connection import Connection
+
+                # Celery hands kombu no credential provider of its own: every connection
+                # the app makes authenticates through the one redis-py uses (IAM token).
+                app.amqp.Connection = functools.partial(Connection, credential_provider=provider)
             options: dict[str, Any] = {
                 "socket_timeout": self._connect_timeout,
                 "socket_connect_timeout": self._connect_timeout,
@@ -336,6 +400,13 @@ class WorkerProbe:
                 options["sep"] = self._sep
             # The URL's own options win, as they do for redis-py (Redis.from_url).
             options.update(broker.transport_options)
+            if "sentinel_kwargs" in options:
+                # Asking a Sentinel is bounded like any other connection of the probe.
+                options["sentinel_kwargs"] = {
+                    "socket_timeout": self._connect_timeout,
+                    "socket_connect_timeout": self._connect_timeout,
+                    **options["sentinel_kwargs"],
+                }
             if broker.ssl is not None:
                 app.conf.broker_use_ssl = broker.ssl
             app.conf.update(
@@ -348,6 +419,7 @@ class WorkerProbe:
                 broker_heartbeat=0,
             )
             self._app = app
+            self._app_started = time.monotonic()
         return self._app
 
     def configure(self, *, keyprefix: str, sep: str) -> None:

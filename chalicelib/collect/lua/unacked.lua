@@ -1,27 +1,40 @@
 -- Doorman: summarize reserved-but-unacknowledged messages inside Redis.
 --
--- KEYS[1] unacked_index (sorted set: delivery tag -> time a worker took it)
--- KEYS[2] unacked (hash: delivery tag -> [message, exchange, routing key])
--- ARGV[1] now (epoch seconds), ARGV[2] visibility timeout (s), ARGV[3] max rows,
--- ARGV[4] largest entry (bytes) decoded, ARGV[5] first row (0-based) to read,
--- ARGV[6] bytes decoded per call before stopping.
+-- ARGV[1] unacked_index (sorted set: delivery tag -> time a worker took it)
+-- ARGV[2] unacked (hash: delivery tag -> [message, exchange, routing key])
+-- ARGV[3] now (epoch seconds), ARGV[4] visibility timeout (s), ARGV[5] max rows,
+-- ARGV[6] largest entry (bytes) decoded, ARGV[7] first row (0-based) to read,
+-- ARGV[8] bytes decoded per call before stopping.
+--
+-- The keys are arguments, not declared KEYS: Redis lets a script declare only keys the
+-- user may write, and Doorman's user (``doorman acl``) may only read these.
 --
 -- Only the task id, task name and queue of overdue entries are returned; the message
--- body, argsrepr, kwargsrepr and origin stay in Redis. The rows are read from ARGV[5] on
--- until ARGV[3] rows or ARGV[6] bytes: ``nx`` says where the next call resumes.
-local now = tonumber(ARGV[1])
-local vt = tonumber(ARGV[2])
-local max_rows = tonumber(ARGV[3])
-local peek_max = tonumber(ARGV[4])
-local offset = tonumber(ARGV[5])
-local budget = tonumber(ARGV[6])
+-- body, argsrepr, kwargsrepr and origin stay in Redis. The rows are read from ARGV[7] on
+-- until ARGV[5] rows or ARGV[8] bytes: ``nx`` says where the next call resumes.
+local index_key = ARGV[1]
+local hash_key = ARGV[2]
+local now = tonumber(ARGV[3])
+local vt = tonumber(ARGV[4])
+local max_rows = tonumber(ARGV[5])
+local peek_max = tonumber(ARGV[6])
+local offset = tonumber(ARGV[7])
+local budget = tonumber(ARGV[8])
 
 -- Inside a script an ACL denial reads "The user executing the script can't run this
--- command" (or "can't access" a key); outside, "NOPERM ...".
-local function denied(reply)
+-- command" (or "can't access" a key); outside, "NOPERM ...". What was denied: ``command``,
+-- or 'a key' when the command was allowed but not on this key; nil when not a denial.
+local function denied(reply, command)
   local err = string.lower(reply['err'])
-  return string.find(err, "can't run", 1, true) or string.find(err, "can't access", 1, true)
-    or string.find(err, 'noperm', 1, true) or string.find(err, 'no permissions', 1, true)
+  if string.find(err, "can't access", 1, true) or string.find(err, 'access a key', 1, true)
+      or string.find(err, 'one of the keys', 1, true) then
+    return 'a key'
+  end
+  if string.find(err, "can't run", 1, true) or string.find(err, 'noperm', 1, true)
+      or string.find(err, 'no permissions', 1, true) then
+    return command
+  end
+  return nil
 end
 
 -- cjson cannot encode inf or NaN, and ZADD accepts +/-inf scores: pass finite ages only.
@@ -36,20 +49,24 @@ local function age(score)
   return finite(now - taken)
 end
 
-local total = redis.pcall('ZCARD', KEYS[1])
+local total = redis.pcall('ZCARD', index_key)
 if type(total) == 'table' then
-  if denied(total) then return cjson.encode({den = 'ZCARD'}) end
+  local what = denied(total, 'ZCARD')
+  if what then return cjson.encode({den = what}) end
   return cjson.encode({err = 'wrong_type'})
 end
 local ceil = now - vt
-local overdue = redis.pcall('ZCOUNT', KEYS[1], '-inf', ceil)
-if type(overdue) == 'table' then return cjson.encode({den = 'ZCOUNT'}) end
+local overdue = redis.pcall('ZCOUNT', index_key, '-inf', ceil)
+if type(overdue) == 'table' then
+  return cjson.encode({den = denied(overdue, 'ZCOUNT') or 'ZCOUNT'})
+end
 
 local rows = {}
 local found = redis.pcall(
-  'ZRANGEBYSCORE', KEYS[1], '-inf', ceil, 'WITHSCORES', 'LIMIT', offset, max_rows - offset)
+  'ZRANGEBYSCORE', index_key, '-inf', ceil, 'WITHSCORES', 'LIMIT', offset, max_rows - offset)
 if found['err'] then
-  if denied(found) then return cjson.encode({den = 'ZRANGEBYSCORE'}) end
+  local what = denied(found, 'ZRANGEBYSCORE')
+  if what then return cjson.encode({den = what}) end
   return cjson.encode({err = 'wrong_type'})
 end
 local used = 0
@@ -60,9 +77,9 @@ for i = 1, #found, 2 do
     break
   end
   local entry = {a = age(found[i + 1])}
-  local raw = redis.pcall('HGET', KEYS[2], found[i])
-  if type(raw) == 'table' and raw['err'] and denied(raw) then
-    return cjson.encode({den = 'HGET'})
+  local raw = redis.pcall('HGET', hash_key, found[i])
+  if type(raw) == 'table' and raw['err'] and denied(raw, 'HGET') then
+    return cjson.encode({den = denied(raw, 'HGET')})
   end
   if type(raw) == 'string' and string.len(raw) <= peek_max then
     used = used + string.len(raw)
