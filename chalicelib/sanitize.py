@@ -502,6 +502,17 @@ class UnackedSample:
 MAX_QUEUE_ERRORS = 10
 
 
+def _wrong_type(name: str, problem: str) -> str:
+    """``wrong_type:<type>`` (the queue's own key) or ``wrong_type:<type>:<n>`` (its
+    priority list n), as a sentence."""
+    _kind, _, rest = problem.partition(":")
+    found, _, level = rest.partition(":")
+    found = found or "non-list"
+    if level:
+        return f"{name}: its priority list {level} is a {found}, not a list; it is not counted"
+    return f"{name}: the key is a {found}, not a list; it is not counted as a queue"
+
+
 def queue_errors(queues: tuple[QueueSample, ...]) -> tuple[ProbeError, ...]:
     """Error entries for queues that could not be read fully, from their sanitized names.
 
@@ -509,12 +520,7 @@ def queue_errors(queues: tuple[QueueSample, ...]) -> tuple[ProbeError, ...]:
     miss as fields deep in the document; as errors, the text check and the audit show them.
     At most MAX_QUEUE_ERRORS of a kind are listed, then how many more.
     """
-    wrong = [
-        f"{q.name}: the key is a {q.problem.partition(':')[2] or 'non-list'}, not a list;"
-        " it is not counted as a queue"
-        for q in queues
-        if q.problem and q.problem.startswith("wrong_type")
-    ]
+    wrong = [_wrong_type(q.name, q.problem) for q in queues if q.problem]
     window = [
         f"{q.name}: the oldest messages are all ETA tasks not due yet; the latency of what"
         " waits behind them is not measured"

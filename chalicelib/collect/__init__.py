@@ -12,7 +12,14 @@ import redis
 from ..access import broker_access
 from ..model import KOMBU_SEP, Dialect, ProbeError, Snapshot, WorkerRaw
 from ..settings import Settings
-from .redis_probe import PRIORITY_STEPS, RedisProbe, RedisResult, connect, describe_error
+from .redis_probe import (
+    PRIORITY_STEPS,
+    BindingKeys,
+    RedisProbe,
+    RedisResult,
+    connect,
+    describe_error,
+)
 from .worker_probe import ConfResult, WorkerProbe, mark_silent
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
@@ -45,6 +52,11 @@ class Collector:
         # that keeps its binding stays in the roster without making every check a full one.
         self._detail_roster: frozenset[str] = frozenset()
         self._online: tuple[str, ...] = ()  # who answered the last collect
+        # The binding keys of the last SCAN and when (monotonic): a database shared with a
+        # result backend can hold millions of keys, and binding sets change rarely, so the
+        # keyspace is scanned again every worker_discovery_interval_seconds, not every check.
+        self._bindings_at: float | None = None
+        self._bindings: BindingKeys | None = None
         self._workers = WorkerProbe(
             settings.broker_url,
             keyprefix=settings.global_keyprefix,
@@ -53,8 +65,26 @@ class Collector:
             access=access,
         )
 
+    def _known_bindings(self) -> BindingKeys | None:
+        """The cached binding keys while they are fresh, else None (the probe will SCAN)."""
+        at = self._bindings_at
+        fresh = at is not None and (
+            time.monotonic() - at < self.settings.worker_discovery_interval_seconds
+        )
+        return self._bindings if fresh else None
+
+    def _keep_bindings(self) -> None:
+        found = self._redis.discovered
+        if found is not None and found is not self._bindings and found.scanned:
+            self._bindings, self._bindings_at = found, time.monotonic()
+
     def _probe_for(
-        self, assumed: Dialect, explicit: Dialect, *, verify_sep: bool = False
+        self,
+        assumed: Dialect,
+        explicit: Dialect,
+        *,
+        verify_sep: bool = False,
+        known: BindingKeys | None = None,
     ) -> RedisProbe:
         return RedisProbe(
             self._client,
@@ -65,6 +95,7 @@ class Collector:
             guess_sep=explicit.sep is None,
             guess_prefix=explicit.global_keyprefix is None,
             verify_sep=verify_sep,
+            known_bindings=known,
         )
 
     def _detail_due(self, now: float, candidates: list[str], overdue: bool) -> bool:
@@ -146,7 +177,9 @@ class Collector:
         assumed = explicit.over(plan.dialect)
         # Look for lists named with another separator until a worker has confirmed ours.
         confirmed = plan.dialect is not None and plan.dialect.sep is not None
-        self._redis = self._probe_for(assumed, explicit, verify_sep=not confirmed)
+        self._redis = self._probe_for(
+            assumed, explicit, verify_sep=not confirmed, known=self._known_bindings()
+        )
         try:
             result = self._redis.collect(asked, now, vt)
         except (redis.RedisError, OSError) as exc:
@@ -161,6 +194,7 @@ class Collector:
             )
         phases["redis_ms"] = _ms(started)
 
+        self._keep_bindings()
         used = Dialect(sep=result.guessed.sep, global_keyprefix=result.guessed.global_keyprefix)
         used = used.over(assumed)
         self._workers.configure(keyprefix=used.global_keyprefix or "", sep=used.sep or KOMBU_SEP)
@@ -269,6 +303,15 @@ def settle_dialect(
         say(
             f"{where} {_show(prefix)}, but no live worker answers under it"
             f" (set global_keyprefix: {_show(prefix)} to make it explicit)"
+        )
+    if (
+        not result.looked_everywhere
+        and not result.worker_names
+        and guessed.global_keyprefix is None
+    ):
+        say(
+            "no worker's binding was found in the part of the database discovery read:"
+            " workers may be there, unseen (set global_keyprefix, or monitored_queues)"
         )
     if result.other_prefixes:
         shown = ", ".join(_show(p) for p in result.other_prefixes[:5])

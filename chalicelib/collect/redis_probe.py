@@ -34,7 +34,10 @@ from ..model import (
 )
 from ..settings import RedisUrl, parse_redis_url
 
-PEEK_MAX_BYTES = 1 << 20  # larger messages are counted and fingerprinted, not decoded
+# Larger messages are counted and fingerprinted, not decoded: decoding half a megabyte of
+# dense JSON (an array of small numbers) costs ~8 ms on an idle server, and a Celery message
+# is rarely that large (its headers, what Doorman reads, are small).
+PEEK_MAX_BYTES = 512 << 10
 MAX_UNACKED_ROWS = 200
 DEFAULT_PIDBOX_EXCHANGE = "celery.pidbox"
 
@@ -189,22 +192,48 @@ def _first_word(exc: BaseException) -> str:
 # with cursors in bounded steps, queues are measured a bounded slice per script call, and a
 # script stops after decoding DECODE_BUDGET bytes and says where to resume.
 SCAN_COUNT = 1000  # keys looked at per SCAN call
-MAX_SCAN_CALLS = 1000  # 1,000,000 keys; a larger keyspace is named as truncated discovery
+MAX_SCAN_CALLS = 2000  # 2,000,000 keys; past them discovery stops, and says so
 SSCAN_COUNT = 1000  # binding-set members per SSCAN call
 MAX_MEMBERS = 200_000  # binding-set members read per check before discovery stops
-QUEUES_PER_CALL = 100  # queues one script call measures (~2 ms on an idle server)
-DECODE_BUDGET = 256 << 10  # message bytes one script call decodes before it stops
+# One script call measures at most this many lists (queues x priority levels: 100 queues of
+# 10 levels, ~2 ms on an idle server) and names of at most NAME_BYTES_PER_CALL bytes (a
+# longer name is measured alone), and stops once it has copied DECODE_BUDGET bytes.
+LISTS_PER_CALL = 1000
+NAME_BYTES_PER_CALL = 64 << 10
+DECODE_BUDGET = 256 << 10  # bytes of messages read and key names built per script call
 ETA_WINDOW = 50  # messages looked at from the old end of a list for one that is due
 MAX_ROUNDS = 2000  # round trips per phase: a guard against a script that never finishes
 PRIORITY_STEPS = tuple(range(1, 10))  # kombu clamps priorities to 0-9
 DEFAULT_SEP = KOMBU_SEP.encode()
 WELL_KNOWN_BINDINGS = ("celery", "celery.pidbox")  # read directly when SCAN is denied
-PREFIX_LOOK_CALLS = 50  # SCAN calls looking for bindings under another prefix
 MAX_OTHER_PREFIXES = 20
+# Binding sets under any key prefix: one SCAN finds the prefix assumed and any other.
+BINDING_MARKER = b"_kombu.binding."
+# Anchored to a prefix, MATCH fails at a key's first differing character; the look under
+# every prefix has to start with "*", which costs Redis a pass over each key's name.
+ANY_PREFIX_PATTERN = "*_kombu.binding.*"
 # Separators to try for priority lists beside a queue, and the steps looked at ("q:3").
 CANDIDATE_SEPS = (DEFAULT_SEP, b":", b"|", b"/", b".", b"-", b"_")
 PRIORITY_LOOK_STEPS = (b"1", b"3", b"6", b"9")
 PRIORITY_LOOK_QUEUES = 20
+
+
+def queue_of(member: bytes, sep: bytes) -> bytes | None:
+    """The queue a binding member names (``routing_key SEP pattern SEP queue``), or None.
+
+    A queue bound to the default exchange reads ``queue SEP SEP queue``, and that shape is
+    taken first, so a queue name holding the separator ("orders:high" with ":") is read
+    whole; otherwise the last field. A member without the separator is not kombu's (or not
+    in this dialect): kombu itself could not read it.
+    """
+    if sep not in member:
+        return None
+    rest = len(member) - 2 * len(sep)
+    if rest > 0 and rest % 2 == 0:
+        half = rest // 2
+        if member[half : half + 2 * len(sep)] == sep + sep and member[:half] == member[-half:]:
+            return member[:half]
+    return member.rsplit(sep, 1)[-1]
 
 
 def guess_separator(members: list[bytes]) -> bytes | None:
@@ -241,6 +270,7 @@ class RedisResult:
     # separator that parses the binding members, the one prefix bindings were found under.
     guessed: Dialect = field(default_factory=Dialect)
     other_prefixes: tuple[str, ...] = ()  # bindings found under several other prefixes
+    looked_everywhere: bool = True  # discovery read the whole database
     foreign_priority_lists: tuple[tuple[str, str], ...] = ()  # (queue, separator seen)
     members_sep: str | None = None  # the separator binding members use, when not the one set
 
@@ -272,6 +302,8 @@ _CONSEQUENCE = {
     "LLEN": "queue depths cannot be counted",
     "LINDEX": "the oldest messages cannot be inspected; latency is not measured",
     "TYPE": "a key of another type holding a queue's name is not named",
+    "EXISTS": "lists named with another separator are not looked for",
+    "HSTRLEN": "overdue unacked messages are not inspected",
     "ZCARD": "unacked messages are not counted",
     "ZCOUNT": "unacked messages are not counted",
     "ZRANGEBYSCORE": "overdue unacked messages are not inspected",
@@ -307,6 +339,16 @@ class _Errors:
             self.add(describe_error(exc, 0))
 
 
+@dataclass(frozen=True)
+class BindingKeys:
+    """The binding sets' keys found by one SCAN, by key prefix; ``complete``: the SCAN went
+    through the whole database; ``scanned``: False when SCAN was denied."""
+
+    by_prefix: dict[str, list[bytes]]
+    complete: bool
+    scanned: bool = True
+
+
 @dataclass
 class _Bindings:
     queues: list[bytes]
@@ -330,6 +372,7 @@ class RedisProbe:
         guess_sep: bool = False,
         guess_prefix: bool = False,
         verify_sep: bool = False,
+        known_bindings: BindingKeys | None = None,
     ):
         """``guess_sep``/``guess_prefix``: the separator or key prefix is not set, so the
         keys may overrule the one assumed (see ``RedisResult.guessed``). ``verify_sep``: no
@@ -344,6 +387,10 @@ class RedisProbe:
         self._guessed_sep: bytes | None = None
         self._members_sep: bytes | None = None  # what the members use, when it is not ours
         self._verify_sep = verify_sep
+        # The binding keys of a recent discovery (the caller's cache), or None to SCAN; a
+        # SCAN's result is left in ``discovered`` for the caller to keep.
+        self._known = known_bindings
+        self.discovered: BindingKeys | None = known_bindings
         self._scripts = "evalsha"  # "eval" when SCRIPT is denied, "none" when scripts are
 
     def collect(
@@ -355,26 +402,46 @@ class RedisProbe:
         if self._scripts == "none":
             self._scripts = "evalsha"  # rights may have been granted since the last check
         pipe = self._client.pipeline(transaction=False)
-        pipe.scan(0, match=self._binding_pattern(), count=SCAN_COUNT)
+        if self._known is None:
+            pipe.scan(0, match=self._binding_pattern(), count=SCAN_COUNT)
         pipe.info()
-        first_scan, info_raw = pipe.execute(raise_on_error=False)
+        *first_scan, info_raw = pipe.execute(raise_on_error=False)
         info = None
         if isinstance(info_raw, BaseException):
             _raise_unless_response(info_raw)
             errors.from_exception(info_raw)
         else:
             info = _info_from(info_raw)
-        bindings = self._bindings(first_scan, errors)
+        if self._known is None:
+            self.discovered = self._scan_bindings(first_scan[0], self._binding_pattern(), errors)
+        found_keys = self.discovered or BindingKeys({}, complete=True)
+        if not found_keys.complete:
+            errors.add(
+                ProbeError(
+                    "queues",
+                    "discovery",
+                    f"binding discovery stopped after {MAX_SCAN_CALLS * SCAN_COUNT:,} keys of a"
+                    " larger database (a result backend beside the broker?): queues bound in"
+                    " the keys not read are missed; name them in monitored_queues",
+                )
+            )
+        bindings = self._bindings(self._keys_under(found_keys, self._prefix), errors)
         prefix_guess: str | None = None
         others: list[str] = []
         if self._guess_prefix and not bindings.queues and not bindings.workers:
-            others = self._other_prefixes()
+            if found_keys.scanned and set(found_keys.by_prefix) <= {self._prefix}:
+                # Nothing here: one more SCAN, under every prefix (kept with the rest).
+                first = self._client.scan(0, match=ANY_PREFIX_PATTERN, count=SCAN_COUNT)
+                found_keys = self._scan_bindings(first, ANY_PREFIX_PATTERN, errors)
+                self.discovered = found_keys
+            others = sorted(p for p in found_keys.by_prefix if p != self._prefix)[
+                :MAX_OTHER_PREFIXES
+            ]
             if len(others) == 1:
                 # Nothing here, and one other prefix has Celery's keys: read those.
                 prefix_guess, others = others[0], []
                 self._prefix = prefix_guess
-                first_scan = self._client.scan(0, match=self._binding_pattern(), count=SCAN_COUNT)
-                bindings = self._bindings(first_scan, errors)
+                bindings = self._bindings(self._keys_under(found_keys, self._prefix), errors)
         names = list(dict.fromkeys([c.encode() for c in configured if c] + bindings.queues))
         found = max(len(names), bindings.members_total if not bindings.complete else 0)
         truncated = not bindings.complete or len(names) > self._max_queues
@@ -383,7 +450,7 @@ class RedisProbe:
         unacked = self._unacked(now, visibility_timeout, errors)
         if truncated:
             errors.add(_truncation(len(shown), found, self._max_queues, bindings.complete))
-        foreign = self._foreign_priority_lists(shown) if self._verify_sep else ()
+        foreign = self._foreign_priority_lists(shown, errors) if self._verify_sep else ()
         guessed_sep = self._guessed_sep
         return RedisResult(
             queues=queues,
@@ -399,6 +466,7 @@ class RedisProbe:
                 global_keyprefix=prefix_guess,
             ),
             other_prefixes=tuple(others),
+            looked_everywhere=found_keys.complete,
             foreign_priority_lists=foreign,
             members_sep=self._members_sep.decode("utf-8", "replace") if self._members_sep else None,
         )
@@ -421,42 +489,45 @@ class RedisProbe:
         # The prefix is literal text: escape the glob characters SCAN MATCH would interpret.
         return re.sub(r"([*?\[\]\\])", r"\\\1", head) + "*"
 
-    def _binding_keys(self, first: Any, errors: _Errors) -> tuple[list[bytes], bool]:
-        """Every binding set's key, by SCAN in bounded steps; and whether the scan finished."""
-        head = (self._prefix + "_kombu.binding.").encode()
+    def _scan_bindings(self, first: Any, pattern: str, errors: _Errors) -> BindingKeys:
+        """The binding sets' keys that ``pattern`` matches, by key prefix, by SCAN in
+        bounded steps (``first``: the reply to the first call). A denied SCAN leaves the
+        default binding sets."""
         if isinstance(first, BaseException):
             _raise_unless_response(first)
             errors.from_exception(first)
-            return [head + name.encode() for name in WELL_KNOWN_BINDINGS], True
-        cursor, keys = first
-        found = list(keys)
+            head = (self._prefix + "_kombu.binding.").encode()
+            keys = [head + name.encode() for name in WELL_KNOWN_BINDINGS]
+            return BindingKeys({self._prefix: keys}, complete=True, scanned=False)
+        cursor, first_keys = first
+        found: list[bytes | str] = list(first_keys)
         calls = 1
         while cursor != 0 and calls < MAX_SCAN_CALLS:
-            cursor, keys = self._client.scan(
-                cursor, match=self._binding_pattern(), count=SCAN_COUNT
-            )
-            found.extend(keys)
+            cursor, more = self._client.scan(cursor, match=pattern, count=SCAN_COUNT)
+            found.extend(more)
             calls += 1
-        if cursor != 0:
-            errors.add(
-                ProbeError(
-                    "queues",
-                    "truncated",
-                    f"binding discovery stopped after {calls * SCAN_COUNT:,} keys"
-                    " (a larger keyspace): name your queues in 'queues' to count them all",
-                )
-            )
-        return list(dict.fromkeys(found)), cursor == 0
+        by_prefix: dict[str, list[bytes]] = {}
+        for key in dict.fromkeys(found):
+            raw = key if isinstance(key, bytes) else str(key).encode()
+            prefix = raw[: raw.find(BINDING_MARKER)].decode("utf-8", "backslashreplace")
+            by_prefix.setdefault(prefix, []).append(raw)
+        return BindingKeys(by_prefix, complete=cursor == 0)
 
-    def _bindings(self, first_scan: Any, errors: _Errors) -> _Bindings:
+    def _keys_under(self, found: BindingKeys, prefix: str) -> list[bytes]:
+        keys = list(found.by_prefix.get(prefix, []))
+        if not found.scanned:  # nothing was scanned: the default sets, read directly
+            head = (prefix + "_kombu.binding.").encode()
+            keys += [head + name.encode() for name in WELL_KNOWN_BINDINGS]
+        return list(dict.fromkeys(keys))
+
+    def _bindings(self, keys: list[bytes], errors: _Errors) -> _Bindings:
         """Queues and workers named by the binding sets, read with SSCAN in bounded steps.
 
         Reading stops once more queues are known than ``max_queues`` (or MAX_MEMBERS members
         were read): the rest would not be reported anyway, and the count the caller names in
         its truncation error comes from SCARD.
         """
-        keys, complete = self._binding_keys(first_scan, errors)
-        head = len(self._prefix + "_kombu.binding.")
+        head = len((self._prefix + "_kombu.binding.").encode())
         queues: dict[bytes, None] = {}
         workers: list[str] = []
         pidboxes: list[str] = []
@@ -487,7 +558,17 @@ class RedisProbe:
                     _raise_unless_response(reply)
                     if denied_command(reply) is not None:
                         errors.from_exception(reply)
-                    del cursors[key]  # a key of another type: not a binding set
+                    elif "WRONGTYPE" in str(reply):
+                        shown = key[:200].decode("utf-8", "backslashreplace")
+                        errors.add(
+                            ProbeError(
+                                "queues",
+                                "wrong_type",
+                                f"the binding key {shown} is not a set: the queues it would"
+                                " name are not discovered",
+                            )
+                        )
+                    del cursors[key]
                     continue
                 cursor, members = reply
                 members_read += len(members)
@@ -509,7 +590,7 @@ class RedisProbe:
             for key in queue_keys:
                 pipe.scard(key)
             total = sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
-        return _Bindings(list(queues), workers, pidboxes, total, complete and finished)
+        return _Bindings(list(queues), workers, pidboxes, total, finished)
 
     def _maybe_guess_sep(self, members: list[bytes]) -> None:
         """When none of the binding members holds the separator assumed, find the one they
@@ -526,30 +607,9 @@ class RedisProbe:
         else:
             self._members_sep = found
 
-    def _other_prefixes(self) -> list[str]:
-        """Key prefixes other than the one assumed under which Celery's binding sets exist,
-        from a bounded SCAN (PREFIX_LOOK_CALLS x SCAN_COUNT keys)."""
-        found: dict[str, None] = {}
-        cursor, calls = 0, 0
-        marker = b"_kombu.binding."
-        while calls < PREFIX_LOOK_CALLS:
-            try:
-                cursor, keys = self._client.scan(
-                    cursor, match="*_kombu.binding.*", count=SCAN_COUNT
-                )
-            except redis.ResponseError:
-                break  # SCAN denied: already named by discovery
-            calls += 1
-            for key in keys:
-                raw = key if isinstance(key, bytes) else str(key).encode()
-                prefix = raw[: raw.find(marker)].decode("utf-8", "replace")
-                if prefix != self._prefix and len(found) < MAX_OTHER_PREFIXES:
-                    found[prefix] = None
-            if cursor == 0:
-                break
-        return sorted(found)
-
-    def _foreign_priority_lists(self, names: list[bytes]) -> tuple[tuple[str, str], ...]:
+    def _foreign_priority_lists(
+        self, names: list[bytes], errors: _Errors
+    ) -> tuple[tuple[str, str], ...]:
         """Queues beside which lists named with another separator exist ("celery:3" where
         the separator assumed is kombu's default): a bounded EXISTS of a few names."""
         candidates = [c for c in CANDIDATE_SEPS if c != self._sep]
@@ -566,6 +626,11 @@ class RedisProbe:
         for name in looked:
             for sep in candidates:
                 reply = next(replies)
+                if isinstance(reply, BaseException):
+                    _raise_unless_response(reply)
+                    if denied_command(reply) is not None:
+                        errors.from_exception(reply)
+                        return ()
                 if isinstance(reply, int) and reply > 0:
                     found.append((_name(name), sep.decode("utf-8", "replace")))
         return tuple(found)
@@ -584,13 +649,9 @@ class RedisProbe:
                     workers.append(queue[: -len(suffix)].decode("utf-8", "replace"))
             return
         for member in members:
-            # A member without the separator is not kombu's (or not in this dialect): its
-            # whole text is no queue name, and kombu itself could not read it either.
-            if sep not in member:
-                continue
-            queue = member.rsplit(sep, 1)[-1]
-            if queue and not queue.endswith(b".pidbox"):
-                queues[queue] = None
+            named = queue_of(member, sep)
+            if named and not named.endswith(b".pidbox"):
+                queues[named] = None
 
     # --- measuring ------------------------------------------------------------------------
 
@@ -601,15 +662,16 @@ class RedisProbe:
         self, names: list[bytes], now: float, errors: _Errors
     ) -> tuple[QueueRaw, ...] | None:
         """None when scripts are denied (the caller counts depths without them)."""
-        chunks = [names[i : i + QUEUES_PER_CALL] for i in range(0, len(names), QUEUES_PER_CALL)]
-        done: list[list[QueueRaw]] = [[] for _ in chunks]
-        todo = {i: 1 for i in range(len(chunks))}  # chunk -> first queue (1-based) to measure
+        chunks = self._chunks(names)
+        # The parts of each queue, by chunk and index: a call may stop between two lists.
+        done: list[dict[int, list[dict[str, Any]]]] = [{} for _ in chunks]
+        todo = {i: (1, 1) for i in range(len(chunks))}  # chunk -> (queue, list) to start at
         fixed = [*self._queue_args(now), self._sep, self._steps]
         rounds = 0
         while todo and rounds < MAX_ROUNDS:
             rounds += 1
             order = list(todo)
-            calls = [(QUEUES_LUA, QUEUES_SHA, [*fixed, todo[i], *chunks[i]]) for i in order]
+            calls = [(QUEUES_LUA, QUEUES_SHA, [*fixed, *todo[i], *chunks[i]]) for i in order]
             replies = self._run_scripts(calls, errors)
             if replies is None:
                 return None
@@ -620,19 +682,41 @@ class RedisProbe:
                 for command in _as_list(decoded.get("den")):
                     errors.denied(str(command))
                 start = todo.pop(i)
-                for offset, entry in enumerate(_as_list(decoded.get("q"))):
-                    done[i].append(_queue_from(entry, chunks[i][start - 1 + offset]))
-                resume = decoded.get("r")
-                if isinstance(resume, int) and resume > start:
-                    todo[i] = resume
-        return tuple(q for chunk in done for q in chunk)
+                for entry in _as_list(decoded.get("q")):
+                    index = entry.get("i")
+                    if isinstance(index, int) and 1 <= index <= len(chunks[i]):
+                        done[i].setdefault(index, []).append(entry)
+                resume, level = decoded.get("r"), decoded.get("rl")
+                if isinstance(resume, int) and isinstance(level, int) and (resume, level) > start:
+                    todo[i] = (resume, level)
+        return tuple(
+            _queue_from(parts, chunks[i][index - 1])
+            for i, chunk in enumerate(done)
+            for index, parts in sorted(chunk.items())
+        )
+
+    def _chunks(self, names: list[bytes]) -> list[list[bytes]]:
+        """``names`` in slices one script call measures: LISTS_PER_CALL lists at most, and
+        NAME_BYTES_PER_CALL bytes of names (a longer name alone)."""
+        per_call = max(1, LISTS_PER_CALL // (1 + self._steps.count(",") + bool(self._steps)))
+        chunks: list[list[bytes]] = []
+        current: list[bytes] = []
+        size = 0
+        for name in names:
+            if current and (len(current) >= per_call or size + len(name) > NAME_BYTES_PER_CALL):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(name)
+            size += len(name)
+        if current:
+            chunks.append(current)
+        return chunks
 
     def _measure_plain(self, names: list[bytes], errors: _Errors) -> tuple[QueueRaw, ...]:
         """Depths by LLEN alone, for a user that may not run scripts: nothing is peeked."""
         levels = [0, *(int(s) for s in self._steps.split(",") if s)]
         out: list[QueueRaw] = []
-        for i in range(0, len(names), QUEUES_PER_CALL):
-            chunk = names[i : i + QUEUES_PER_CALL]
+        for chunk in self._chunks(names):
             pipe = self._client.pipeline(transaction=False)
             for name in chunk:
                 base = self._prefix.encode() + name
@@ -840,18 +924,24 @@ def _peek_from(raw: dict[str, Any]) -> MessagePeek:
 
 
 def _name(raw: bytes) -> str:
-    """A queue name as text: bytes that are not UTF-8 become U+FFFD, never an exception."""
-    return raw.decode("utf-8", "replace")
+    """A queue name as text: bytes that are not UTF-8 are written as escapes (``\\xff``),
+    so two names that differ only there stay two names; never an exception."""
+    return raw.decode("utf-8", "backslashreplace")
 
 
-def _queue_from(entry: dict[str, Any], name: bytes) -> QueueRaw:
-    by_priority = {int(k): int(v) for k, v in (entry.get("p") or {}).items()}
+def _queue_from(parts: list[dict[str, Any]], name: bytes) -> QueueRaw:
+    """One queue from the parts of it that script calls returned (one, unless a call
+    stopped between two of its lists)."""
+    by_priority: dict[int, int] = {}
+    for part in parts:
+        for level, depth in (part.get("p") or {}).items():
+            by_priority[int(level)] = by_priority.get(int(level), 0) + int(depth)
     return QueueRaw(
         name=_name(name),
-        depth=int(entry.get("d", 0)),
+        depth=sum(int(part.get("d", 0)) for part in parts),
         depth_by_priority=by_priority,
-        oldest=tuple(_peek_from(p) for p in _as_list(entry.get("o"))),
-        problem=_text(entry.get("e")),
+        oldest=tuple(_peek_from(p) for part in parts for p in _as_list(part.get("o"))),
+        problem=next((_text(part.get("e")) for part in parts if part.get("e")), None),
     )
 
 

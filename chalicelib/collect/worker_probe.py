@@ -730,6 +730,14 @@ def _permission(exc: BaseException) -> ProbeError | None:
                 "permission",
                 f"Redis denied {command} to this user (ACL): workers cannot be asked",
             )
+        if "can't run this command" in lowered or "can't access" in lowered:
+            # Denied inside one of kombu's Lua scripts: Redis does not name the command.
+            return ProbeError(
+                "workers",
+                "permission",
+                "Redis denied this user (ACL) a command or key inside one of kombu's scripts:"
+                " workers cannot be asked",
+            )
         access = _DENIED_ACCESS.search(lowered)
         if access:
             return ProbeError(

@@ -5,16 +5,18 @@
 -- allow-listed header fields below are returned; the body (args, kwargs), argsrepr,
 -- kwargsrepr and origin are never copied into the reply.
 --
--- Bounded work: the caller passes at most a few hundred queues per call, and the script
--- stops early (returning where to resume) once it has decoded ``budget`` bytes of messages,
--- so no single call holds Redis for long whatever the queues hold. Every command goes
+-- Bounded work: the caller passes a bounded slice of queues (by count and by the bytes of
+-- their names), and the script stops early, between two lists, once the bytes it copied
+-- (messages read, key names built) pass ``budget``, returning the queue and list to resume
+-- at; so no single call holds Redis for long whatever the queues hold. Every command goes
 -- through redis.pcall: a command that the ACL denies is named in the reply, not fatal.
 --
 -- ARGV[1] key prefix (kombu's global_keyprefix), ARGV[2] largest message (bytes) decoded,
--- ARGV[3] bytes decoded per call before stopping, ARGV[4] now (epoch seconds),
+-- ARGV[3] bytes copied per call before stopping, ARGV[4] now (epoch seconds),
 -- ARGV[5] how many messages to look at from the old end of a list for one that is due,
 -- ARGV[6] priority separator, ARGV[7] priority steps beyond 0 (comma separated),
--- ARGV[8] first queue (1-based, among ARGV[9..]) to measure, ARGV[9..] queue names.
+-- ARGV[8] first queue (1-based, among ARGV[10..]) to measure, ARGV[9] its first list
+-- (1-based among the levels), ARGV[10..] queue names.
 local prefix = ARGV[1]
 local peek_max = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
@@ -22,7 +24,9 @@ local now = tonumber(ARGV[4])
 local window = tonumber(ARGV[5])
 local sep = ARGV[6]
 local first = tonumber(ARGV[8])
-local FIRST_NAME = 9
+local first_level = tonumber(ARGV[9])
+local FIRST_NAME = 10
+local TEXT_MAX = 64  -- longest eta/expires read; anything longer is no time Celery wrote
 
 local levels = {0}
 for step in string.gmatch(ARGV[7], '[^,]+') do levels[#levels + 1] = tonumber(step) end
@@ -90,6 +94,7 @@ end
 -- The allow-listed fields of one message; ``due`` is false for an ETA not reached yet.
 local function inspect(raw, level)
   local size = string.len(raw)
+  used = used + size  -- LINDEX copied it, decoded or not
   local r = {l = level, s = size, k = false}
   local digest = redis.sha1hex(string.sub(raw, 1, 512)) .. ':' .. size
   if size > peek_max then
@@ -97,7 +102,6 @@ local function inspect(raw, level)
     r.x = 'oversized'
     return r, true
   end
-  used = used + size
   local ok, msg = pcall(cjson.decode, raw)
   local due = true
   if ok and type(msg) == 'table' and type(msg['headers']) == 'table' then
@@ -107,12 +111,14 @@ local function inspect(raw, level)
     r.k = true
     if type(h['id']) == 'string' then r.id = h['id'] end
     if type(h['task']) == 'string' then r.t = h['task'] end
-    if type(h['eta']) == 'string' then
-      r.eta = h['eta']
-      local at = epoch(h['eta'])
+    local eta = h['eta']
+    if type(eta) == 'string' and string.len(eta) <= TEXT_MAX then
+      r.eta = eta
+      local at = epoch(eta)
       if at and at > now then due = false end
     end
-    if type(h['expires']) == 'string' then r.exp = h['expires'] end
+    local expires = h['expires']
+    if type(expires) == 'string' and string.len(expires) <= TEXT_MAX then r.exp = expires end
     r.xms = number_or_nil(p['expiration'])
     r.pub = number_or_nil(h['x_published_at'])
     r.re = finite(h['retries'])
@@ -153,26 +159,34 @@ local function peek(key, level, length)
   return oldest
 end
 
+-- Where this call stopped: the queue (index) and list (position among ``levels``) that the
+-- next call starts at; a queue cut between two lists is returned in two parts, each with
+-- its index ``i``, and the caller adds them up.
 local out = {}
-local resume = nil
+local resume, resume_level = nil, nil
 local last = #ARGV - FIRST_NAME + 1
 for index = first, last do
-  if used >= budget and index > first then
-    resume = index
-    break
-  end
   local name = ARGV[FIRST_NAME + index - 1]
   local base = prefix .. name
-  local entry = {n = name, d = 0, p = {}, o = {}}
-  for _, level in ipairs(levels) do
+  local entry = {i = index, d = 0, p = {}, o = {}}
+  local start = 1
+  if index == first then start = first_level end
+  for position = start, #levels do
+    if used >= budget and (index > first or position > start) then
+      resume, resume_level = index, position
+      break
+    end
+    local level = levels[position]
     local key = base
     if level > 0 then key = base .. sep .. level end
+    used = used + string.len(key)
     local len, err = call('LLEN', key)
     if err then
-      if level == 0 and string.find(err, 'WRONGTYPE', 1, true) then
+      if string.find(err, 'WRONGTYPE', 1, true) and not entry.e then
         local kind = call('TYPE', key)
         local t = type(kind) == 'table' and kind['ok'] or 'unknown'
         entry.e = 'wrong_type:' .. t
+        if level > 0 then entry.e = entry.e .. ':' .. level end
       end
     elseif len > 0 then
       entry.d = entry.d + len
@@ -181,8 +195,9 @@ for index = first, last do
     end
   end
   out[#out + 1] = entry
+  if resume then break end
 end
 
 local denied_list = {}
 for command in pairs(denied) do denied_list[#denied_list + 1] = command end
-return cjson.encode({q = out, r = resume, den = denied_list})
+return cjson.encode({q = out, r = resume, rl = resume_level, den = denied_list})

@@ -77,11 +77,20 @@ for i = 1, #found, 2 do
     break
   end
   local entry = {a = age(found[i + 1])}
-  local raw = redis.pcall('HGET', hash_key, found[i])
-  if type(raw) == 'table' and raw['err'] and denied(raw, 'HGET') then
-    return cjson.encode({den = denied(raw, 'HGET')})
+  -- HSTRLEN first: an entry too large to decode is never copied out of the hash.
+  local size = redis.pcall('HSTRLEN', hash_key, found[i])
+  if type(size) == 'table' and size['err'] and denied(size, 'HSTRLEN') then
+    return cjson.encode({den = denied(size, 'HSTRLEN')})
   end
-  if type(raw) == 'string' and string.len(raw) <= peek_max then
+  local raw = nil
+  if type(size) == 'number' and size > 0 and size <= peek_max then
+    raw = redis.pcall('HGET', hash_key, found[i])
+    if type(raw) == 'table' and raw['err'] and denied(raw, 'HGET') then
+      return cjson.encode({den = denied(raw, 'HGET')})
+    end
+  end
+  used = used + 64  -- each row costs a little, even one not read
+  if type(raw) == 'string' then
     used = used + string.len(raw)
     local ok, value = pcall(cjson.decode, raw)
     if ok and type(value) == 'table' and type(value[1]) == 'table' then
