@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ConstantBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..access import BrokerAccess
@@ -84,6 +84,9 @@ def connect(url: str, timeout: float, access: BrokerAccess | None = None) -> red
     return client
 
 
+SENTINEL_RETRY_WAIT = 0.25  # seconds between the retries of a broken Sentinel connection
+
+
 def _sentinel_master(
     parsed: RedisUrl, access: BrokerAccess, timeout: float, options: dict[str, Any]
 ) -> redis.Redis:
@@ -109,6 +112,12 @@ def _sentinel_master(
     )
     if access.sentinel_master is None:
         raise ValueError("a sentinel:// URL needs sentinel_master_name")
+    # Two retries a quarter second apart, on a broken connection only (a timeout is never
+    # retried): after a failover the pooled connection still points at the old master, and
+    # each retry's new connection asks the Sentinels again, while they agree on the new one.
+    options["retry"] = Retry(
+        ConstantBackoff(SENTINEL_RETRY_WAIT), 2, supported_errors=(redis.ConnectionError,)
+    )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         access.sentinel_master, db=parsed.db, **options
     )

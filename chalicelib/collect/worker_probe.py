@@ -368,6 +368,12 @@ class WorkerProbe:
             and time.monotonic() - self._app_started >= age
         ):
             self.close()  # a new connection (and token) before the server closes it
+        if self._conn is not None and self._broker_url[:11].lower() == "sentinel://":
+            # Behind Sentinel the master may have moved since the last exchange: each one
+            # opens a connection of its own, to the master the Sentinels name now.
+            with contextlib.suppress(Exception):
+                self._conn.release()
+            self._conn = None
         if self._app is None:
             from celery import Celery  # imported lazily: it is the bulk of a cold start
 
