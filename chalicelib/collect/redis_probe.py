@@ -523,10 +523,11 @@ class RedisProbe:
         return BindingKeys(by_prefix, complete=cursor == 0)
 
     def _keys_under(self, found: BindingKeys, prefix: str) -> list[bytes]:
-        keys = list(found.by_prefix.get(prefix, []))
-        if not found.scanned:  # nothing was scanned: the default sets, read directly
-            head = (prefix + "_kombu.binding.").encode()
-            keys += [head + name.encode() for name in WELL_KNOWN_BINDINGS]
+        """The binding keys to read under ``prefix``: those found, and always the default
+        sets (a cached discovery predates a worker that just started, and a denied SCAN
+        found nothing); SSCAN of a key that does not exist costs nothing."""
+        head = (prefix + "_kombu.binding.").encode()
+        keys = [*found.by_prefix.get(prefix, []), *(head + n.encode() for n in WELL_KNOWN_BINDINGS)]
         return list(dict.fromkeys(keys))
 
     def _bindings(self, keys: list[bytes], errors: _Errors) -> _Bindings:

@@ -397,3 +397,28 @@ def test_overdue_unacked_rows_are_read_across_resumed_calls(redis_server: RedisS
     assert len(rows) == min(150, MAX_UNACKED_ROWS)
     assert {r.task_name for r in rows} == {f"tasks.t{i}" for i in range(150)}
     assert all(r.queue == "celery" for r in rows)
+
+
+def test_a_worker_started_after_discovery_is_seen_by_the_next_check(
+    redis_server: RedisServer, workers: Any, checker: Callable[..., Checker]
+) -> None:
+    """The binding keys are scanned again only every worker_discovery_interval_seconds;
+    a worker that starts in between (its pidbox set is new) is still seen at once."""
+    from chalicelib.cli import make_deps
+    from chalicelib.runner import run_check
+
+    client = redis_server.client()
+    bind(client, "celery")  # the queue is bound before any worker runs
+    client.lpush("celery", message())
+    settings = checker().settings()
+    deps = make_deps(settings)
+    try:
+        first = run_check(settings, deps).payload
+        assert first["metrics"]["alive_workers"] == 0
+        workers.start("late@budget", queues=("celery",))
+        second = run_check(settings, deps).payload
+        assert second["metrics"]["alive_workers"] == 1, second["errors"]
+    finally:
+        deps.collector.close()
+        if deps.store is not None:
+            deps.store.close()
