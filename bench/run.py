@@ -18,6 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scrub import bench_scrub  # noqa: E402  (bench/ is this script's own folder)
 
 from chalicelib.embedded import RedisServer, Worker, point_app_at, wait_for_workers  # noqa: E402
 
@@ -768,6 +769,7 @@ def _budget_verdict(figures: dict[str, float]) -> str:
 def main() -> int:
     figures: dict[str, float] = {}
     figures.update(bench_redis_budget())
+    figures.update(bench_scrub())
     figures.update(bench_healthy())
     figures.update(bench_scale_queues())
     figures.update(bench_scale_workers())
@@ -788,6 +790,9 @@ def main() -> int:
         ("4 solo workers", f"{figures['workers_4_check_ms']:.1f} ms"),
         ("8 solo workers", f"{figures['workers_8_check_ms']:.1f} ms"),
         ("ratio 8 / 2 workers", f"{figures['workers_8_vs_2_ratio']:.2f}"),
+        ("sanitize a 1 MB name (slowest shape)", f"{figures['scrub_1mb_name_ms']:.1f} ms"),
+        ("scrub 1 MB of text (slowest shape)", f"{figures['scrub_1mb_text_ms']:.0f} ms"),
+        ("baseline: one regex pass over 1 MB", f"{figures['scrub_1mb_one_pass_ms']:.1f} ms"),
         ("longest Redis command, 1,000 queues", f"{figures['budget_1k_longest_ms']:.2f} ms"),
         ("longest Redis command, 10,000 queues", f"{figures['budget_10k_longest_ms']:.2f} ms"),
         ("check of 10,000 queues", f"{figures['budget_10k_check_ms']:.0f} ms"),
