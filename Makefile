@@ -23,8 +23,10 @@ redis-server:
 demo: install
 	$(VENV)/bin/doorman simulate --tour
 
+# Three at a time: most of a test is waiting on real redis-servers and workers. The fault
+# matrix's summary is printed by `make faults`, which runs in one process.
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 3 tests
 
 check: install
 	$(VENV)/bin/ruff format --check .
