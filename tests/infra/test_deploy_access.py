@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.test_deploy_script import EX_TEMPFAIL, ROOT, Run, outputs
+from tests.infra.test_deploy_script import EX_TEMPFAIL, Run, outputs
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -55,32 +54,6 @@ with open(os.environ["STUB_LOG"], "a") as f:
 os.makedirs(".chalice/deployed", exist_ok=True)
 json.dump({{"stage": stage, "resources": []}}, open(f".chalice/deployed/{{stage}}.json", "w"))
 """
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project with its check subnets filled in (as test_deploy_script's)."""
-    project = tmp_path / "project"
-    (project / "scripts").mkdir(parents=True)
-    (project / "infra").mkdir()
-    for name in ("deploy", "lambda_bundle.py"):
-        shutil.copy2(ROOT / "scripts" / name, project / "scripts")
-    shutil.copy2(ROOT / "infra" / "doorman.yaml", project / "infra")
-    shutil.copy2(ROOT / "app.py", project)
-    shutil.copy2(ROOT / "requirements.txt", project)
-    shutil.copytree(
-        ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(
-        ROOT / ".chalice", project / ".chalice", ignore=shutil.ignore_patterns("deployed")
-    )
-    path = project / ".chalice" / "config.json"
-    config = json.loads(path.read_text())
-    check = config["stages"]["dev"]["lambda_functions"]["check"]
-    check["subnet_ids"] = ["subnet-0123456789abcdef0"]
-    check["security_group_ids"] = ["sg-0123456789abcdef0"]
-    path.write_text(json.dumps(config))
-    return project
 
 
 def group(**changes: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -84,32 +83,6 @@ class Run:
 
     def of(self, tool: str) -> list[dict[str, Any]]:
         return [c for c in self.calls if c["tool"] == tool]
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project with its check subnets filled in, as an operator leaves it."""
-    project = tmp_path / "project"
-    (project / "scripts").mkdir(parents=True)
-    (project / "infra").mkdir()
-    for name in ("deploy", "lambda_bundle.py"):
-        shutil.copy2(ROOT / "scripts" / name, project / "scripts")
-    shutil.copy2(ROOT / "infra" / "doorman.yaml", project / "infra")
-    shutil.copy2(ROOT / "app.py", project)
-    shutil.copy2(ROOT / "requirements.txt", project)
-    shutil.copytree(
-        ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(
-        ROOT / ".chalice", project / ".chalice", ignore=shutil.ignore_patterns("deployed")
-    )
-    path = project / ".chalice" / "config.json"
-    config = json.loads(path.read_text())
-    check = config["stages"]["dev"]["lambda_functions"]["check"]
-    check["subnet_ids"] = ["subnet-0123456789abcdef0"]
-    check["security_group_ids"] = ["sg-0123456789abcdef0"]
-    path.write_text(json.dumps(config))
-    return project
 
 
 def deploy(project: Path, *args: str, **env_values: str) -> Run:
