@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .model import Severity
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -66,8 +68,8 @@ class Settings:
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     generic_webhook_url: str | None = field(default=None, repr=False)
     generic_webhook_secret: str | None = field(default=None, repr=False)
-    slack_min_severity: str = "info"
-    pagerduty_min_severity: str = "warning"
+    slack_min_severity: Severity = Severity.INFO
+    pagerduty_min_severity: Severity = Severity.WARNING
     slack_url_param: str | None = None
     pagerduty_key_param: str | None = None
     # AWS (Lambda): the state table, the alert topic, the hash secret's SSM parameter, the
@@ -361,12 +363,12 @@ def _parse_auth(value: Any) -> str:
     return text
 
 
-def _parse_severity(value: Any) -> str:
-    levels = ("info", "warning", "critical", "emergency")
+def _parse_severity(value: Any) -> Severity:
+    levels = tuple(s.value for s in Severity)
     text = _parse_text(value).strip().lower()
     if text not in levels:
         raise ValueError(f"expected one of {', '.join(levels)}, got {_show(value)}")
-    return text
+    return Severity(text)
 
 
 def _show(value: Any) -> str:
