@@ -32,8 +32,7 @@ from .report import safe_text
 from .runner import CheckResult, Deps, run_check
 from .sanitize import Hasher
 from .settings import ConfigError, Settings, Thresholds
-from .state import StateError, StateStore, TargetState
-from .state.base import OutboxItem
+from .state import CheckStore, StateError, TargetState
 
 if TYPE_CHECKING:
     from .collect import Collector
@@ -56,7 +55,7 @@ class _ReadOnlyStore:
     Nothing is ever written: the audit must not move alerts, the roster or the outbox.
     """
 
-    def __init__(self, inner: StateStore) -> None:
+    def __init__(self, inner: CheckStore) -> None:
         self._inner = inner
         self._state: TargetState | None = None
 
@@ -77,28 +76,10 @@ class _ReadOnlyStore:
     ) -> TargetState:
         raise StateError("the audit does not write the state")
 
-    def undelivered(self, target: str, limit: int = 100) -> list[OutboxItem]:
-        return []
-
-    def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
-        return None
-
-    def mark_channel(self, item: OutboxItem, channel: str) -> None:
-        return None
-
-    def add_silence(self, silence: Silence) -> None:
-        raise StateError("the audit does not write the state")
-
     def silences(self, now: float | None = None) -> list[Silence]:
         # Silences only mute notifications, and the audit sends none and shows none: no
         # need to read them for every sample.
         return []
-
-    def remove_silence(self, silence_id: str) -> bool:
-        raise StateError("the audit does not write the state")
-
-    def close(self) -> None:
-        return None  # the caller owns the real store
 
 
 @dataclass(frozen=True)

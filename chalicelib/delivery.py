@@ -25,7 +25,7 @@ from typing import TextIO
 from .alerting import Notification
 from .notify.base import NotifyError, SeenIds, Skipped
 from .report import safe_text
-from .state import StateError, StateStore
+from .state import Outbox, StateError
 from .state.base import OutboxItem
 
 log = logging.getLogger("doorman")
@@ -77,7 +77,7 @@ def _error_text(exc: Exception) -> tuple[str, bool]:
 
 
 def deliver_outbox(
-    store: StateStore,
+    store: Outbox,
     target: str,
     channels: Sequence[tuple[str, Sender]],
     now: Callable[[], float] = time.time,

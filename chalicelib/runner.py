@@ -17,7 +17,7 @@ from .model import ProbeError, Sample, WorkerSample
 from .payload import alert_json, build_payload, notification_json, trends_json
 from .sanitize import Hasher, sanitize
 from .settings import Settings
-from .state import StateConflict, StateError, StateStore, TargetState, WorkerRecord
+from .state import CheckStore, StateConflict, StateError, TargetState, WorkerRecord
 
 log = logging.getLogger("doorman")
 
@@ -36,7 +36,7 @@ class CheckResult:
 @dataclass
 class Deps:
     collector: Collector
-    store: StateStore | None
+    store: CheckStore | None  # a backend, or a stand-in (the audit's)
     hasher: Hasher
     clock: Callable[[], float] = time.time
 

@@ -1,5 +1,27 @@
 """Where a target's last sample, roster, observations and (later) alert state live."""
 
-from .base import StateConflict, StateError, StateStore, TargetState, WorkerRecord
+from .base import (
+    CheckStore,
+    Outbox,
+    SilenceReader,
+    SilenceStore,
+    StateConflict,
+    StateError,
+    StateStore,
+    TargetState,
+    TargetStore,
+    WorkerRecord,
+)
 
-__all__ = ["StateConflict", "StateError", "StateStore", "TargetState", "WorkerRecord"]
+__all__ = [
+    "CheckStore",
+    "Outbox",
+    "SilenceReader",
+    "SilenceStore",
+    "StateConflict",
+    "StateError",
+    "StateStore",
+    "TargetState",
+    "TargetStore",
+    "WorkerRecord",
+]

@@ -184,7 +184,15 @@ class OutboxItem:
     channels_done: frozenset[str] = frozenset()  # channels that already took (or refused) it
 
 
-class StateStore(Protocol):
+# The store is split by who needs what: a check loads and commits its target's state and reads
+# the active silences (CheckStore); delivery works the outbox (Outbox); the silence commands
+# add and remove silences (SilenceStore). A backend (SQLite, DynamoDB) is all of them
+# (StateStore); a stand-in implements only the part it stands in for.
+
+
+class TargetStore(Protocol):
+    """A target's state, read whole and written under its version."""
+
     def load(self, target: str) -> TargetState:
         """The stored state (version 0 and empty when there is none). Raises StateError."""
         ...
@@ -204,17 +212,20 @@ class StateStore(Protocol):
         """
         ...
 
+
+class Outbox(Protocol):
+    """The notifications committed with the states that caused them, until delivered."""
+
     def undelivered(self, target: str, limit: int = 100) -> list[OutboxItem]:
         """Queued notifications of ``target`` not yet marked delivered, oldest first."""
         ...
 
-    def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
+    def mark_delivered(self, items: Sequence[OutboxItem], now: float) -> None:
         """Record that these notifications went out (already delivered ones are left as they are).
 
-        A key-value store finds an outbox item by its target and time, which a bare id does
-        not carry: it knows the ids it listed (``undelivered``) or queued (``commit``), its
-        ``mark_delivered`` also takes the OutboxItems themselves, and it raises StateError for
-        an id it cannot locate. Raises StateError when the store cannot be written.
+        Takes the OutboxItems as listed: a key-value store finds an item by its target and
+        time, which a bare id does not carry. Raises StateError when the store cannot be
+        written.
         """
         ...
 
@@ -223,14 +234,28 @@ class StateStore(Protocol):
         the channels still owed it: the next check does not send it twice to this one."""
         ...
 
-    def add_silence(self, silence: Silence) -> None: ...
 
+class SilenceReader(Protocol):
     def silences(self, now: float | None = None) -> list[Silence]:
-        """Every stored silence (only those active at ``now`` when given)."""
+        """Every stored silence (only those active at ``now`` when given). Raises StateError."""
+        ...
+
+
+class SilenceStore(SilenceReader, Protocol):
+    def add_silence(self, silence: Silence) -> None:
+        """Store ``silence`` (replacing one with its id). Raises StateError."""
         ...
 
     def remove_silence(self, silence_id: str) -> bool:
-        """True when a silence with that id existed."""
+        """True when a silence with that id existed. Raises StateError."""
         ...
+
+
+class CheckStore(TargetStore, SilenceReader, Protocol):
+    """What one check needs: its target's state, and the silences active now."""
+
+
+class StateStore(CheckStore, Outbox, SilenceStore, Protocol):
+    """A whole backend, owned (and closed) by whoever opened it."""
 
     def close(self) -> None: ...

@@ -103,7 +103,6 @@ class DynamoStore:
         self._client = client
         self._clock = clock
         self._seen: dict[str, _Seen] = {}
-        self._outbox_keys: dict[str, Item] = {}
 
     # --- the seam: every call to DynamoDB goes through here ---------------------------------
 
@@ -331,8 +330,6 @@ class DynamoStore:
             )
         self._transact(target, sample_put, [*writes, *deletes], outbox_puts)
         self._seen[target] = _Seen(new_version, known)
-        for note_id, item in notes.items():
-            self._outbox_keys[note_id] = _key(pk, _text(item, "sk") or "")
         return replace(state, version=new_version)
 
     def _transact(
@@ -419,38 +416,23 @@ class DynamoStore:
                 created_at = float(item["created_at"]["N"])
             except (TypeError, ValueError, KeyError):
                 continue  # an item this version cannot read is left for a human to look at
-            self._outbox_keys[note.id] = _key(_text(item, "pk") or "", _text(item, "sk") or "")
             done = frozenset(item.get("channels", {}).get("SS", []))
             found.append(OutboxItem(note.id, target, created_at, note, done))
         return found
 
-    def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
-        unknown = 0
-        for entry in ids:
-            if isinstance(entry, OutboxItem):
-                key = _key(_target_pk(entry.target), _outbox_sk(entry.created_at, entry.id))
-            elif entry in self._outbox_keys:
-                key = self._outbox_keys[entry]
-            else:
-                unknown += 1
-                continue
-            self._update_undelivered(key, "SET delivered_at = :now", {":now": _n(now)})
-        if unknown:
-            raise StateError(
-                f"DynamoDB table {self.table_name}: cannot mark {unknown} notification(s)"
-                " delivered: their ids were not read by this store (pass the OutboxItems)"
-            )
+    def mark_delivered(self, items: Sequence[OutboxItem], now: float) -> None:
+        for item in items:
+            self._update_undelivered(item, "SET delivered_at = :now", {":now": _n(now)})
 
     def mark_channel(self, item: OutboxItem, channel: str) -> None:
-        key = _key(_target_pk(item.target), _outbox_sk(item.created_at, item.id))
-        self._update_undelivered(key, "ADD channels :c", {":c": {"SS": [channel]}})
+        self._update_undelivered(item, "ADD channels :c", {":c": {"SS": [channel]}})
 
-    def _update_undelivered(self, key: Item, expression: str, values: Item) -> None:
+    def _update_undelivered(self, item: OutboxItem, expression: str, values: Item) -> None:
         """Update an outbox item still owed; one that is gone or delivered is left alone."""
         try:
             self._client.update_item(
                 TableName=self.table_name,
-                Key=key,
+                Key=_key(_target_pk(item.target), _outbox_sk(item.created_at, item.id)),
                 UpdateExpression=expression,
                 ConditionExpression="attribute_exists(pk) AND attribute_not_exists(delivered_at)",
                 ExpressionAttributeValues=values,
@@ -496,7 +478,6 @@ class DynamoStore:
 
     def close(self) -> None:
         self._seen.clear()
-        self._outbox_keys.clear()
 
     # --- items -------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,13 +33,26 @@ PRIVATE_FOLDER = 0o700
 
 log = logging.getLogger("doorman")
 
+_UNREADABLE = "unreadable ({why}); it was left as it is"
+
 
 class SqliteStore:
     """Keeps each target's state in one row, updated under its version number."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock
         self._conn: sqlite3.Connection | None = None
+
+    @contextmanager
+    def _translated(self, failure: str) -> Iterator[None]:
+        """Turn an SQLite error inside the block into StateError("state file <path>: <failure>
+        (<why>)"); ``failure`` says what could not be done, and may hold ``{why}``."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            text = failure if "{why}" in failure else failure + " ({why})"
+            raise StateError(f"state file {self.path}: " + text.format(why=exc)) from None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
@@ -67,7 +81,7 @@ class SqliteStore:
                 raise StateError(
                     f"state file {self.path}: cannot be created ({exc.strerror})"
                 ) from None
-        try:
+        with self._translated(_UNREADABLE):
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 10000")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -108,23 +122,15 @@ class SqliteStore:
                 )
             else:
                 _create_tables(conn)  # Doorman's own file from before the outbox existed
-        except sqlite3.DatabaseError as exc:
-            raise StateError(
-                f"state file {self.path}: unreadable ({exc}); it was left as it is"
-            ) from None
         self._conn = conn
         return conn
 
     def load(self, target: str) -> TargetState:
         conn = self._connect()
-        try:
+        with self._translated(_UNREADABLE):
             row = conn.execute(
                 "SELECT version, body FROM targets WHERE target = ?", (target,)
             ).fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(
-                f"state file {self.path}: unreadable ({exc}); it was left as it is"
-            ) from None
         if row is None:
             return TargetState()
         try:
@@ -151,8 +157,8 @@ class SqliteStore:
         conn = self._connect()
         body = json.dumps(state.to_json(), separators=(",", ":"), sort_keys=True)
         new_version = expected_version + 1
-        now = time.time()
-        try:
+        now = self._clock()
+        with self._translated("cannot be written"):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if expected_version == 0:
@@ -192,20 +198,16 @@ class SqliteStore:
             except sqlite3.DatabaseError:
                 conn.execute("ROLLBACK")
                 raise
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
         return replace(state, version=new_version)
 
     def undelivered(self, target: str, limit: int = 100) -> list[OutboxItem]:
         conn = self._connect()
-        try:
+        with self._translated("outbox unreadable"):
             rows = conn.execute(
                 "SELECT id, target, created_at, body, channels FROM outbox"
                 " WHERE target = ? AND delivered_at IS NULL ORDER BY created_at, id LIMIT ?",
                 (target, limit),
             ).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {self.path}: outbox unreadable ({exc})") from None
         items = []
         for row in rows:
             try:
@@ -216,51 +218,41 @@ class SqliteStore:
             items.append(OutboxItem(row[0], row[1], float(row[2]), notification, done))
         return items
 
-    def mark_delivered(self, ids: Sequence[str | OutboxItem], now: float) -> None:
+    def mark_delivered(self, items: Sequence[OutboxItem], now: float) -> None:
         conn = self._connect()
-        try:
+        with self._translated("cannot be written"):
             conn.executemany(
                 "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
-                [(now, i.id if isinstance(i, OutboxItem) else i) for i in ids],
+                [(now, item.id) for item in items],
             )
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
 
     def mark_channel(self, item: OutboxItem, channel: str) -> None:
         done = ",".join(sorted({*item.channels_done, channel}))
         conn = self._connect()
-        try:
+        with self._translated("cannot be written"):
             conn.execute(
                 "UPDATE outbox SET channels = ? WHERE id = ? AND delivered_at IS NULL",
                 (done, item.id),
             )
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
 
     def add_silence(self, silence: Silence) -> None:
         conn = self._connect()
-        try:
+        with self._translated("cannot be written"):
             conn.execute(
                 "INSERT OR REPLACE INTO silences (id, ends_at, body) VALUES (?, ?, ?)",
                 (silence.id, silence.ends_at, json.dumps(silence.to_json())),
             )
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
 
     def silences(self, now: float | None = None) -> list[Silence]:
         conn = self._connect()
-        try:
+        with self._translated("silences unreadable"):
             rows = conn.execute("SELECT body FROM silences ORDER BY ends_at, id").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {self.path}: silences unreadable ({exc})") from None
         return decode_silences((body for (body,) in rows), now)
 
     def remove_silence(self, silence_id: str) -> bool:
         conn = self._connect()
-        try:
+        with self._translated("cannot be written"):
             cur = conn.execute("DELETE FROM silences WHERE id = ?", (silence_id,))
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state file {self.path}: cannot be written ({exc})") from None
         return cur.rowcount == 1
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ class Backend:
         if self.table is not None:
             store = DynamoStore(self.table.name, self.table.client, **options)
         else:
-            store = SqliteStore(str(self.path))
+            store = SqliteStore(str(self.path), **options)
         self._opened.append(store)
         return store
 

@@ -171,13 +171,13 @@ def test_outbox_lists_oldest_first_and_forgets_delivered(backend):
     assert [i.id for i in backend.open().undelivered(T, limit=2)] == [notes[2].id, notes[1].id]
     assert backend.open().undelivered("another-target") == []
 
-    # As the local delivery does: list, send, then mark by id on the same store.
+    # As the local delivery does: list, send, then mark the items listed on the same store.
     deliverer = backend.open()
     listed = deliverer.undelivered(T)
-    deliverer.mark_delivered([listed[0].id, listed[1].id], time.time())
+    deliverer.mark_delivered(listed[:2], time.time())
     assert [i.id for i in backend.open().undelivered(T)] == [notes[0].id]
     # Marking again, or marking an item (as the dispatcher holds them) from a new store.
-    backend.open().mark_delivered([*listed[:2], listed[2]], time.time())  # type: ignore[list-item]
+    backend.open().mark_delivered([*listed[:2], listed[2]], time.time())
     assert backend.open().undelivered(T) == []
 
 
@@ -189,7 +189,7 @@ def test_the_same_notification_is_queued_once(backend):
     assert s2.version == 2 and backend.open().load(T).version == 2
     assert [i.id for i in backend.open().undelivered(T)] == [n.id]
     deliverer = backend.open()
-    deliverer.mark_delivered([i.id for i in deliverer.undelivered(T)], 2000.0)
+    deliverer.mark_delivered(deliverer.undelivered(T), 2000.0)
     store.commit(T, s2, 2, [n, note("other:" + T, NOW + 1)])
     assert [i.notification.key for i in backend.open().undelivered(T)] == ["other:" + T]
     if backend.table is not None:
@@ -215,6 +215,25 @@ def test_channels_that_took_an_item_are_remembered_until_it_is_delivered(backend
     assert third.channels_done == frozenset({"slack", "console"})
     store.mark_delivered([third], NOW)
     assert backend.open().undelivered(T) == []
+
+
+def test_a_commit_is_stamped_by_the_stores_clock(backend):
+    # Both stores take the same injected clock: the commit's time is the clock's, not the
+    # machine's, and the local outbox is purged by it.
+    at = NOW + 10 * 86400
+    store = backend.open(clock=lambda: at)
+    queued = note("workers_down:" + T, NOW)
+    store.commit(T, TargetState(), 0, [queued])
+    if backend.table is not None:
+        sample = next(i for i in backend.table.items() if i["sk"]["S"] == "SAMPLE")
+        assert float(sample["updated_at"]["N"]) == at
+        return
+    with sqlite3.connect(backend.path) as conn:
+        (updated_at,) = conn.execute("SELECT updated_at FROM targets").fetchone()
+    assert updated_at == at
+    assert backend.open().undelivered(T) == []  # older than the TTL at the clock's time
+    backend.open().commit(T, TargetState(), 1, [note("other:" + T, at)])
+    assert [i.notification.key for i in backend.open().undelivered(T)] == ["other:" + T]
 
 
 def test_silences_add_list_remove(backend):
