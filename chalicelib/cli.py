@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep", action="store_true", help="also analyse the Redis and Celery configuration"
     )
 
+    sub.add_parser(
+        "config",
+        help="list every setting: key, environment variable, default, meaning",
+        description="Print the configuration table (markdown): every key Doorman reads, the"
+        " environment variable that sets it, its default and what it means.",
+    )
+
     silence = sub.add_parser(
         "silence",
         help="mute matching alerts for a while (add, list, remove)",
@@ -255,6 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_silence(args)
         if args.command == "acl":
             return cmd_acl(args)
+        if args.command == "config":
+            from .settings import config_table
+
+            for row in config_table():
+                _say(row)
+            return 0
     except ConfigError as exc:
         _say(f"doorman: configuration error: {exc}", sys.stderr)
         return EXIT_CONFIG
@@ -336,7 +349,7 @@ def _deliver(
     the channel's minimum severity). ``memo`` keeps, across the checks of one process, the
     channels that already took an item.
     """
-    from .delivery import console_line, console_sender, deliver_outbox
+    from .delivery import ConsoleChannel, console_line, deliver_outbox
     from .notify.direct import channels_from_settings
 
     channels = channels_from_settings(settings)
@@ -352,7 +365,7 @@ def _deliver(
         return
     if deps.store is None or not result.committed:
         return
-    senders = [("console", console_sender()), *((c.name, c.send) for c in channels)]
+    senders = [ConsoleChannel(), *channels]
     outcomes: dict[str, list[dict[str, Any]]] = {}
     for d in deliver_outbox(deps.store, settings.target, senders, log_=memo):
         entry: dict[str, Any] = {"channel": d.channel, "ok": d.ok}

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from .alerting import Notification
-from .notify.base import NotifyError, SeenIds, Skipped
+from .model import Severity
+from .notify.channel import Channel, MinimumSeverity, NotifyError, SeenIds
 from .report import safe_text
 from .state import Outbox, StateError
 from .state.base import OutboxItem
 
 log = logging.getLogger("doorman")
-
-Sender = Callable[[Notification], None]
 
 MAX_AGE_SECONDS = 24 * 3600.0
 
@@ -61,11 +60,21 @@ def console_line(note: Notification) -> str:
     )
 
 
-def console_sender(stream: TextIO | None = None) -> Sender:
-    def send(note: Notification) -> None:
-        print(console_line(note), file=stream or sys.stderr, flush=True)
+@dataclass(frozen=True)
+class ConsoleChannel(MinimumSeverity):
+    """Prints each notification as one escaped line (to stderr unless ``stream``)."""
 
-    return send
+    stream: TextIO | None = None
+    name: str = "console"
+    minimum: Severity = Severity.INFO
+
+    def send(self, note: Notification) -> None:
+        """Print ``note``'s line; never raises NotifyError."""
+        print(console_line(note), file=self.stream or sys.stderr, flush=True)
+
+    def describe(self, note: Notification) -> str:
+        """The line :meth:`send` prints."""
+        return console_line(note)
 
 
 def _error_text(exc: Exception) -> tuple[str, bool]:
@@ -79,13 +88,15 @@ def _error_text(exc: Exception) -> tuple[str, bool]:
 def deliver_outbox(
     store: Outbox,
     target: str,
-    channels: Sequence[tuple[str, Sender]],
+    channels: Sequence[Channel],
     now: Callable[[], float] = time.time,
     *,
     log_: DeliveryLog | None = None,
     max_age: float = MAX_AGE_SECONDS,
 ) -> list[Delivery]:
-    """Send every undelivered notification of ``target`` to every channel; never raises."""
+    """Send every undelivered notification of ``target`` to every channel that wants it
+    (one below a channel's minimum severity settles that channel, recorded as skipped);
+    returns what happened per item and channel, never raises."""
     results: list[Delivery] = []
     try:
         items = store.undelivered(target)
@@ -98,20 +109,21 @@ def deliver_outbox(
     for item in items:
         settled = True
         took: list[str] = []  # channels settled for this item in this round
-        for name, send in channels:
+        for channel in channels:
+            name = channel.name
             if (item.id, name) in memo or name in item.channels_done:
                 continue
             if name in down:
                 settled = False
                 results.append(Delivery(item.id, name, False, f"not tried: {down[name]}"))
                 continue
-            try:
-                send(item.notification)
-            except Skipped:
+            if not channel.wants(item.notification):
                 results.append(Delivery(item.id, name, True, skipped=True))
                 memo.add((item.id, name))
                 took.append(name)
                 continue
+            try:
+                channel.send(item.notification)
             except Exception as exc:  # one broken channel never stops the others
                 text, permanent = _error_text(exc)
                 results.append(Delivery(item.id, name, False, text, permanent))

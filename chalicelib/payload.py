@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from .alerting import AlertState, Notification
 from .analyse.trends import Trends, diagnosis
@@ -19,10 +19,10 @@ PRIVACY = {
 }
 
 
-def iso(ts: float) -> str:
-    return (
-        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+def iso(ts: float, timespec: Literal["seconds", "milliseconds"] = "milliseconds") -> str:
+    """The one timestamp format: UTC ISO 8601 ending in ``Z``. Milliseconds in the check's
+    document and the CLI; alerts (Slack, PagerDuty, email, webhook) show whole seconds."""
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _queue(q: QueueSample) -> dict[str, Any]:

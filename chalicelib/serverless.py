@@ -19,8 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .alerting import Notification
-from .model import Severity
-from .notify.base import NotifyError
+from .notify.channel import NotifyError
 from .notify.secrets import ChannelSecrets, get_secure_parameter
 from .notify.sns import Outcome, handle_sns_for_pagerduty, handle_sns_for_slack
 from .payload import alert_json
@@ -407,9 +406,7 @@ def notify_slack(
     if not url:
         log.info("slack: no webhook configured; %d record(s) not posted", len(records))
         return []
-    return handle_sns_for_slack(
-        records, SlackChannel(url).send, Severity(settings.slack_min_severity)
-    )
+    return handle_sns_for_slack(records, SlackChannel(url, minimum=settings.slack_min_severity))
 
 
 def notify_pagerduty(
@@ -422,10 +419,10 @@ def notify_pagerduty(
     if not key:
         log.info("pagerduty: no routing key configured; %d record(s) not sent", len(records))
         return []
-    channel = PagerDutyChannel(key, settings.pagerduty_events_url)
-    return handle_sns_for_pagerduty(
-        records, channel.send, Severity(settings.pagerduty_min_severity)
+    channel = PagerDutyChannel(
+        key, settings.pagerduty_events_url, minimum=settings.pagerduty_min_severity
     )
+    return handle_sns_for_pagerduty(records, channel)
 
 
 # --- GET /status --------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import unicodedata
 from typing import Any
 
 from ..alerting import RESOLVE, Notification
-from .base import iso, truncate
+from ..payload import iso
+from .document import truncate
 
 SUBJECT_MAX = 99
 LABELS = {"trigger": "ALERT", "escalate": "ESCALATED", "renotify": "STILL FIRING"}
@@ -54,8 +55,8 @@ def body(note: Notification, *, detail_max: int = 500) -> str:
     if note.queue:
         lines.append(f"Queue:     {note.queue}")
     if note.since is not None:
-        lines.append(f"Since:     {iso(note.since)}")
-    lines.append(f"At:        {iso(note.at)}")
+        lines.append(f"Since:     {iso(note.since, 'seconds')}")
+    lines.append(f"At:        {iso(note.at, 'seconds')}")
     lines.append(f"Key:       {note.key}")
     if note.details:
         lines += ["", "Details:"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ..alerting import RESOLVE, Notification
 from ..model import Severity
-from .base import DEFAULT_POLICY, RetryPolicy, iso, post_json, shrink_details, truncate
+from ..payload import iso
+from .channel import MinimumSeverity
+from .document import shrink_details, truncate
+from .http import DEFAULT_POLICY, RetryPolicy, post_json
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SUMMARY_MAX = 1024
@@ -53,7 +56,7 @@ def build_event(note: Notification, routing_key: str) -> dict[str, Any]:
     if note.queue:
         details["queue"] = note.queue
     if note.since is not None:
-        details["firing_since"] = iso(note.since)
+        details["firing_since"] = iso(note.since, "seconds")
     if note.recommendation:
         details["recommendation"] = truncate(note.recommendation, 2000)
     # Sanitized at the source; cut to stay far inside PagerDuty's 512 KB per event.
@@ -67,7 +70,7 @@ def build_event(note: Notification, routing_key: str) -> dict[str, Any]:
             "summary": truncate(summary, SUMMARY_MAX),
             "source": truncate(note.target, FIELD_MAX),
             "severity": SEVERITY.get(note.severity, "error"),
-            "timestamp": iso(note.at),
+            "timestamp": iso(note.at, "seconds"),
             "component": truncate(note.queue or note.subject or "celery", FIELD_MAX),
             "group": truncate(note.target, FIELD_MAX),
             "class": truncate(note.type, FIELD_MAX),
@@ -77,13 +80,16 @@ def build_event(note: Notification, routing_key: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class PagerDutyChannel:
-    """Sends events for one routing key (a secret: never shown)."""
+class PagerDutyChannel(MinimumSeverity):
+    """Sends events for one routing key (a secret: never shown); resolves whatever their
+    severity."""
 
     routing_key: str
     url: str = DEFAULT_EVENTS_URL
     policy: RetryPolicy = DEFAULT_POLICY
     name: str = "pagerduty"
+    minimum: Severity = Severity.WARNING
+    always_resolve: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"PagerDutyChannel(name={self.name!r})"

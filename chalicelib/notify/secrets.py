@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .base import NotifyError
+from .channel import NotifyError
 
 log = logging.getLogger("doorman.notify")
 

@@ -14,7 +14,10 @@ from typing import Any
 
 from ..alerting import RESOLVE, Notification
 from ..model import Severity
-from .base import DEFAULT_POLICY, RetryPolicy, iso, post_json, to_json_bytes, truncate
+from ..payload import iso
+from .channel import MinimumSeverity
+from .document import to_json_bytes, truncate
+from .http import DEFAULT_POLICY, RetryPolicy, post_json
 
 HEADER_MAX = 150
 SECTION_MAX = 3000
@@ -76,7 +79,7 @@ def build_message(note: Notification) -> dict[str, Any]:
     if note.subject and note.subject != note.queue:
         fields.append(_field("Subject", note.subject))
     if note.since is not None:
-        fields.append(_field("Firing since", iso(note.since)))
+        fields.append(_field("Firing since", iso(note.since, "seconds")))
     detail_items = sorted(note.details.items())
     room = FIELDS_MAX - len(fields)
     if len(detail_items) > room:
@@ -97,7 +100,9 @@ def build_message(note: Notification) -> dict[str, Any]:
                 },
             }
         )
-    context = f"Target *{escape(note.target)}* · {iso(note.at)} · key `{escape(note.key)}`"
+    context = (
+        f"Target *{escape(note.target)}* · {iso(note.at, 'seconds')} · key `{escape(note.key)}`"
+    )
     inner.append(
         {
             "type": "context",
@@ -148,12 +153,13 @@ def _shrink(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class SlackChannel:
+class SlackChannel(MinimumSeverity):
     """Posts notifications to one incoming webhook (``url`` is a secret: never shown)."""
 
     url: str
     policy: RetryPolicy = DEFAULT_POLICY
     name: str = "slack"
+    minimum: Severity = Severity.INFO
 
     def __repr__(self) -> str:
         return f"SlackChannel(name={self.name!r})"

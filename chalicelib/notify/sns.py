@@ -3,7 +3,7 @@
 One SNS message per notification, ``MessageStructure=json``: ``default`` is the alert
 document (JSON text, what Lambda and SQS subscribers receive), ``email`` the readable text.
 Message attributes ``severity``, ``alert_type``, ``target``, ``action`` allow filter policies,
-but each subscriber also checks its minimum severity in code.
+but each subscriber also asks its channel (``Channel.wants``) in code.
 
 Subscribers are safe to run twice on one message: PagerDuty deduplicates on ``dedup_key``;
 Slack has no such key, so each container remembers the notification ids it posted (a
@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +25,8 @@ from ..alerting import RESOLVE, TRIGGER, Notification, notification_id
 from ..model import Severity
 from ..sanitize import parse_time, scrub
 from . import email
-from .base import NotifyError, SeenIds, alert_document, from_document, truncate
+from .channel import Channel, MinimumSeverity, NotifyError, SeenIds
+from .document import alert_document, from_document, truncate
 
 log = logging.getLogger("doorman.notify")
 
@@ -111,12 +112,18 @@ def is_permanent(code: str, message: str) -> bool:
 
 
 @dataclass(frozen=True)
-class SnsPublisher:
-    """Publishes notifications to one topic through an injected boto3 SNS client."""
+class SnsPublisher(MinimumSeverity):
+    """Publishes notifications to one topic through an injected boto3 SNS client; every
+    severity (the subscribers filter)."""
 
     client: Any
     topic_arn: str
     name: str = "sns"
+    minimum: Severity = Severity.INFO
+
+    def describe(self, note: Notification) -> str:
+        """The email subject the message carries."""
+        return email.subject(note)
 
     def send(self, note: Notification) -> None:
         """Publish ``note``. Raises NotifyError: permanent only when SNS refused this message
@@ -221,22 +228,17 @@ def alarm_notification(doc: Mapping[str, Any]) -> Notification | None:
 
 def handle_records(
     records: Iterable[Mapping[str, Any]],
-    send: Callable[[Notification], None],
+    channel: Channel,
     *,
-    min_severity: Severity,
     seen: SeenIds | None = None,
-    always_resolve: bool = False,
-    channel: str = "channel",
 ) -> list[Outcome]:
-    """Deliver every record's notification at or above ``min_severity`` through ``send``.
+    """Deliver every record's notification that ``channel`` wants through it.
 
     ``seen``: ids already delivered by this container are skipped, and successes are added.
-    ``always_resolve``: resolves go out whatever their severity (for PagerDuty a resolve of an
-    unknown dedup_key is a no-op, and an alert that went down a level before clearing must
-    still close its incident). Malformed records and permanent failures are logged and
-    skipped. Raises the first transient NotifyError after trying every record, so that the
-    invocation is retried (records already delivered are then skipped by ``seen``, or
-    deduplicated by the receiver).
+    Malformed records and permanent failures are logged and skipped. Raises the first
+    transient NotifyError after trying every record, so that the invocation is retried
+    (records already delivered are then skipped by ``seen``, or deduplicated by the
+    receiver).
     """
     outcomes: list[Outcome] = []
     transient: NotifyError | None = None
@@ -244,25 +246,25 @@ def handle_records(
         try:
             note = parse_record(record)
         except ValueError as exc:
-            log.error("%s: skipping a record: %s", channel, exc)
+            log.error("%s: skipping a record: %s", channel.name, exc)
             outcomes.append(Outcome(None, "invalid", str(exc)))
             continue
         if note is None:
             outcomes.append(Outcome(None, "skipped"))
             continue
-        if note.severity < min_severity and not (always_resolve and note.action == RESOLVE):
+        if not channel.wants(note):
             outcomes.append(Outcome(note.id, "skipped"))
             continue
         if seen is not None and note.id in seen:
-            log.info("%s: notification already delivered by this container", channel)
+            log.info("%s: notification already delivered by this container", channel.name)
             outcomes.append(Outcome(note.id, "duplicate"))
             continue
         try:
-            send(note)
+            channel.send(note)
         except NotifyError as exc:
             outcomes.append(Outcome(note.id, "failed", exc.message))
             if exc.permanent:
-                log.error("%s: dropped after a permanent error: %s", channel, exc.message)
+                log.error("%s: dropped after a permanent error: %s", channel.name, exc.message)
             elif transient is None:
                 transient = exc
             continue
@@ -275,28 +277,15 @@ def handle_records(
 
 
 def handle_sns_for_slack(
-    records: Iterable[Mapping[str, Any]],
-    send: Callable[[Notification], None],
-    min_severity: Severity = Severity.INFO,
-    *,
-    seen: SeenIds | None = None,
+    records: Iterable[Mapping[str, Any]], channel: Channel, *, seen: SeenIds | None = None
 ) -> list[Outcome]:
-    """The Slack subscriber: severity filter in code, and this container's seen-set."""
-    return handle_records(
-        records,
-        send,
-        min_severity=min_severity,
-        seen=SLACK_SEEN if seen is None else seen,
-        channel="slack",
-    )
+    """The Slack subscriber: the channel's severity filter, and this container's seen-set."""
+    return handle_records(records, channel, seen=SLACK_SEEN if seen is None else seen)
 
 
 def handle_sns_for_pagerduty(
-    records: Iterable[Mapping[str, Any]],
-    send: Callable[[Notification], None],
-    min_severity: Severity = Severity.WARNING,
+    records: Iterable[Mapping[str, Any]], channel: Channel
 ) -> list[Outcome]:
-    """The PagerDuty subscriber: idempotent through dedup_key; resolves always go out."""
-    return handle_records(
-        records, send, min_severity=min_severity, always_resolve=True, channel="pagerduty"
-    )
+    """The PagerDuty subscriber: idempotent through dedup_key (resolves always go out: see
+    ``PagerDutyChannel``)."""
+    return handle_records(records, channel)

@@ -12,7 +12,10 @@ import hmac
 from dataclasses import dataclass
 
 from ..alerting import Notification
-from .base import DEFAULT_POLICY, RetryPolicy, alert_document, post, to_json_bytes
+from ..model import Severity
+from .channel import MinimumSeverity
+from .document import alert_document, to_json_bytes
+from .http import DEFAULT_POLICY, RetryPolicy, post
 
 SIGNATURE_HEADER = "X-Doorman-Signature"
 
@@ -28,11 +31,12 @@ def verify(secret: str, body: bytes, header: str) -> bool:
 
 
 @dataclass(frozen=True)
-class WebhookChannel:
+class WebhookChannel(MinimumSeverity):
     url: str
     secret: str | None = None
     policy: RetryPolicy = DEFAULT_POLICY
     name: str = "webhook"
+    minimum: Severity = Severity.INFO
 
     def __repr__(self) -> str:
         return f"WebhookChannel(name={self.name!r}, signed={self.secret is not None})"

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from chalicelib.alerting import Notification
-from chalicelib.notify.base import NotifyError
+from chalicelib.notify import NotifyError
 from chalicelib.notify.sns import SnsPublisher, is_permanent
 from chalicelib.serverless import DispatchFailed, dispatch_records
 from tests.aws.conftest import Topic

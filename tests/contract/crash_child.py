@@ -20,7 +20,7 @@ from typing import Any
 
 import chalicelib.state.sqlite as sqlite_store
 from chalicelib.cli import make_deps
-from chalicelib.delivery import console_sender, deliver_outbox
+from chalicelib.delivery import ConsoleChannel, deliver_outbox
 from chalicelib.runner import run_check
 from chalicelib.settings import load_settings
 
@@ -51,7 +51,7 @@ def check_then_die(redis_url: str, state_path: str, kill_at: int) -> None:
     try:
         result = run_check(settings, deps)
         if result.committed:
-            deliver_outbox(deps.store, settings.target, [("console", console_sender())])
+            deliver_outbox(deps.store, settings.target, [ConsoleChannel()])
     finally:
         deps.collector.close()
         deps.store.close()

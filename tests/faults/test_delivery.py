@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chalicelib.delivery import deliver_outbox
-from chalicelib.notify.base import RetryPolicy
+from chalicelib.notify import RetryPolicy
 from chalicelib.notify.pagerduty import PagerDutyChannel
 from chalicelib.notify.slack import SlackChannel
 from chalicelib.notify.sns import SnsPublisher
@@ -68,10 +68,10 @@ def test_channel_fault(fault: str, server: Recorder, tmp_path: Path, fault_log) 
     ok = ok_reply(channel)
     server.default = ok
     server.script(*replies)
-    send = (
-        SlackChannel(server.url + "/hook", FAST).send
+    to = (
+        SlackChannel(server.url + "/hook", FAST)
         if channel == "slack"
-        else PagerDutyChannel(KEY, server.url, FAST).send
+        else PagerDutyChannel(KEY, server.url, FAST)
     )
     store = SqliteStore(str(tmp_path / "state.db"))
     n = note(at=time.time())
@@ -80,7 +80,7 @@ def test_channel_fault(fault: str, server: Recorder, tmp_path: Path, fault_log) 
         rounds: list[list[Any]] = []
         started = time.monotonic()
         for _ in range(3):  # the next checks deliver what is still owed
-            rounds.append(deliver_outbox(store, TARGET, [(channel, send)]))
+            rounds.append(deliver_outbox(store, TARGET, [to]))
         took = time.monotonic() - started
         left = store.undelivered(TARGET)
     finally:

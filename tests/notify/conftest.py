@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from chalicelib.notify.base import RetryPolicy
+from chalicelib.notify.http import RetryPolicy
 from tests.notify.recorder import Recorder, Reply
 from tests.support.moto_server import moto_server
 

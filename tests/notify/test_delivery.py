@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from chalicelib.alerting import Notification
 from chalicelib.delivery import DeliveryLog, deliver_outbox
-from chalicelib.notify.base import NotifyError
+from chalicelib.model import Severity
+from chalicelib.notify import NotifyError
+from chalicelib.notify.channel import MinimumSeverity
 from chalicelib.notify.pagerduty import PagerDutyChannel
 from chalicelib.notify.slack import SlackChannel
 from chalicelib.state import TargetState
@@ -25,6 +29,21 @@ def note(action: str = "trigger", at: float = NOW):
 
 
 KEY = "R0UT1NGKEY0123456789abcdefabcdef"
+
+
+@dataclass(frozen=True)
+class Raising(MinimumSeverity):
+    """A channel whose every send raises ``error``."""
+
+    error: Exception
+    name: str = "x"
+    minimum: Severity = Severity.INFO
+
+    def send(self, note: Notification) -> None:
+        raise self.error
+
+    def describe(self, note: Notification) -> str:
+        return "raises"
 
 
 @pytest.fixture
@@ -45,8 +64,8 @@ def test_permanently_failing_slack_does_not_stop_pagerduty_and_is_tried_once(sto
     pd = recorder(default=Reply(202, b"{}"))
     queue(store, note())
     channels = [
-        ("slack", SlackChannel(slack.url, fast).send),
-        ("pagerduty", PagerDutyChannel(KEY, pd.url, fast).send),
+        SlackChannel(slack.url, fast),
+        PagerDutyChannel(KEY, pd.url, fast),
     ]
     results = deliver_outbox(store, TARGET, channels)
     assert [(r.channel, r.ok, r.permanent) for r in results] == [
@@ -66,8 +85,8 @@ def test_transient_failure_keeps_the_item_and_retries_only_that_channel(store, r
     pd = recorder(default=Reply(202, b"{}")).script(*[Reply(503)] * fast.max_attempts)
     queue(store, note())
     channels = [
-        ("slack", SlackChannel(slack.url, fast).send),
-        ("pagerduty", PagerDutyChannel(KEY, pd.url, fast).send),
+        SlackChannel(slack.url, fast),
+        PagerDutyChannel(KEY, pd.url, fast),
     ]
     memo = DeliveryLog()
     first = deliver_outbox(store, TARGET, channels, log_=memo)
@@ -91,8 +110,8 @@ def test_a_later_process_does_not_resend_to_a_channel_that_already_took_it(
     pd = recorder(default=Reply(202, b"{}")).script(*[Reply(503)] * fast.max_attempts)
     queue(store, note())
     channels = [
-        ("slack", SlackChannel(slack.url, fast).send),
-        ("pagerduty", PagerDutyChannel(KEY, pd.url, fast).send),
+        SlackChannel(slack.url, fast),
+        PagerDutyChannel(KEY, pd.url, fast),
     ]
     deliver_outbox(store, TARGET, channels, log_=DeliveryLog())
     later = SqliteStore(store.path)  # the next run's own store and memory
@@ -108,9 +127,7 @@ def test_a_later_process_does_not_resend_to_a_channel_that_already_took_it(
 def test_a_channel_down_is_not_tried_again_in_the_same_round(store, recorder, fast):
     pd = recorder(default=Reply(500))
     queue(store, note(), note("resolve", at=NOW + 60))
-    results = deliver_outbox(
-        store, TARGET, [("pagerduty", PagerDutyChannel(KEY, pd.url, fast).send)]
-    )
+    results = deliver_outbox(store, TARGET, [PagerDutyChannel(KEY, pd.url, fast)])
     assert len(pd.requests) == fast.max_attempts  # the first item's retries only
     assert [r.ok for r in results] == [False, False]
     assert results[1].error is not None and results[1].error.startswith("not tried")
@@ -120,13 +137,9 @@ def test_a_channel_down_is_not_tried_again_in_the_same_round(store, recorder, fa
 def test_an_item_unsent_for_too_long_is_given_up(store):
     queue(store, note())
 
-    def broken(_note):
-        raise NotifyError("x: HTTP 503", permanent=False, status=503)
-
+    broken = Raising(NotifyError("x: HTTP 503", permanent=False, status=503))
     item = store.undelivered(TARGET)[0]
-    results = deliver_outbox(
-        store, TARGET, [("x", broken)], now=lambda: item.created_at + 10, max_age=5
-    )
+    results = deliver_outbox(store, TARGET, [broken], now=lambda: item.created_at + 10, max_age=5)
     assert [r.ok for r in results] == [False]
     assert store.undelivered(TARGET) == []
 
@@ -134,8 +147,23 @@ def test_an_item_unsent_for_too_long_is_given_up(store):
 def test_an_unexpected_exception_is_recorded_by_kind_only(store):
     queue(store, note())
 
-    def leaky(_note):
-        raise RuntimeError("https://hooks.slack.com/services/SECRET")
-
-    (result,) = deliver_outbox(store, TARGET, [("x", leaky)])
+    leaky = Raising(RuntimeError("https://hooks.slack.com/services/SECRET"))
+    (result,) = deliver_outbox(store, TARGET, [leaky])
     assert result.error == "RuntimeError" and not result.permanent
+
+
+def test_below_a_channels_minimum_is_skipped_and_settles_that_channel(store, recorder, fast):
+    slack = recorder(default=Reply(200, b"ok"))
+    pd = recorder(default=Reply(202, b"{}"))
+    queue(store, _note(severity=Severity.WARNING, at=NOW))
+    channels = [
+        SlackChannel(slack.url, fast, minimum=Severity.CRITICAL),
+        PagerDutyChannel(KEY, pd.url, fast),
+    ]
+    results = deliver_outbox(store, TARGET, channels)
+    assert [(r.channel, r.ok, r.skipped) for r in results] == [
+        ("slack", True, True),
+        ("pagerduty", True, False),
+    ]
+    assert slack.requests == [] and len(pd.requests) == 1
+    assert store.undelivered(TARGET) == []

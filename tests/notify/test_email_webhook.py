@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from chalicelib.notify import email
-from chalicelib.notify.base import NotifyError, from_document
+from chalicelib.notify import NotifyError, email
+from chalicelib.notify.document import from_document
 from chalicelib.notify.webhook import SIGNATURE_HEADER, WebhookChannel, sign, verify
 from chalicelib.settings import ConfigError, load_settings
 from tests.notify.notes import note, oversized

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
-import time
+from dataclasses import replace
 
 import pytest
 
-from chalicelib.notify.base import NotifyError, RetryPolicy, post, retry_after_seconds
+from chalicelib.notify import NotifyError
+from chalicelib.notify.http import RetryPolicy, post, retry_after_seconds
 from tests.notify.recorder import Reply
 
 SECRET_PATH = "/services/T000/B000/s3cr3tWebhookToken"
@@ -17,20 +18,42 @@ def send(url: str, policy: RetryPolicy) -> None:
     post("test", url + SECRET_PATH, b"{}", policy=policy)
 
 
+class Ticks:
+    """A clock that moves only when asked: ``step`` seconds per reading, plus every wait
+    passed to :meth:`sleep` (which returns at once and records the wait)."""
+
+    def __init__(self, step: float = 0.0) -> None:
+        self.now = 0.0
+        self.step = step
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def paused(policy: RetryPolicy, ticks: Ticks) -> RetryPolicy:
+    return replace(policy, sleep=ticks.sleep, clock=ticks)
+
+
 def test_429_honours_retry_after(recorder, fast):
     server = recorder().script(Reply(429, headers={"Retry-After": "0.3"}), Reply(200))
-    send(server.url, fast)
+    ticks = Ticks()
+    send(server.url, paused(fast, ticks))
     assert len(server.requests) == 2
-    assert 0.28 <= server.gaps()[0] < 0.6
+    assert ticks.waits == [0.3]
 
 
 def test_retry_after_is_capped(recorder, fast):
     server = recorder().script(Reply(429, headers={"Retry-After": "3600"}), Reply(200))
-    started = time.monotonic()
-    send(server.url, fast)
+    ticks = Ticks()
+    send(server.url, paused(fast, ticks))
     assert len(server.requests) == 2
-    assert fast.retry_after_max - 0.02 <= server.gaps()[0] < fast.retry_after_max + 0.3
-    assert time.monotonic() - started < 1.5
+    assert ticks.waits == [fast.retry_after_max]
 
 
 def test_5xx_is_retried_until_success(recorder, fast):
@@ -59,24 +82,30 @@ def test_other_4xx_is_permanent_and_tried_once(recorder, fast, status):
 
 def test_a_hang_times_out_and_is_retried_within_the_total_time(recorder):
     policy = RetryPolicy(
-        max_attempts=10, total_seconds=0.8, request_timeout=0.2, backoff_base=0.01, backoff_max=0.02
+        max_attempts=10, total_seconds=0.8, request_timeout=0.2, backoff_base=0.02, backoff_max=0.02
     )
+    # Each reading of the clock stands for 0.1 s: the deadline (0.8 s) is read at 0.1, then
+    # each attempt reads it twice and waits 0.01-0.02 s, so the total time runs out after
+    # the fourth attempt, long before the ten the policy allows.
+    ticks = Ticks(step=0.1)
     server = recorder(default=Reply(200, hang=5))
-    started = time.monotonic()
     with pytest.raises(NotifyError) as info:
-        send(server.url, policy)
-    elapsed = time.monotonic() - started
-    assert elapsed < policy.total_seconds + 0.4
-    assert 2 <= len(server.requests) <= 4
+        send(server.url, paused(policy, ticks))
+    assert len(server.requests) == 4
+    assert len(ticks.waits) == 3
     assert info.value.permanent is False and info.value.status is None
-    assert "timed out" in info.value.message
+    assert "timed out" in info.value.message and "gave up after 4 attempts" in info.value.message
 
 
-def test_a_hang_then_success(recorder, fast):
+def test_a_hang_then_success(recorder, fast, caplog):
     server = recorder().script(Reply(200, hang=5), Reply(200))
-    send(server.url, fast)
+    ticks = Ticks()
+    with caplog.at_level("INFO", logger="doorman.notify"):
+        send(server.url, paused(fast, ticks))
     assert len(server.requests) == 2
-    assert server.gaps()[0] >= fast.request_timeout - 0.05
+    # The first attempt waited out its request timeout, then the backoff.
+    assert f"attempt 1 failed (test: timed out after {fast.request_timeout:g} s)" in caplog.text
+    assert len(ticks.waits) == 1 and ticks.waits[0] <= fast.backoff_max
 
 
 def test_connection_refused_is_transient_and_never_names_the_url(fast):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.model import Severity
-from chalicelib.notify.base import NotifyError
+from chalicelib.notify import NotifyError
 from chalicelib.notify.direct import channels_from_settings
 from chalicelib.notify.pagerduty import DEFAULT_EVENTS_URL, PagerDutyChannel, build_event
 from chalicelib.settings import load_settings

@@ -10,7 +10,7 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from botocore.config import Config
 
-from chalicelib.notify.base import NotifyError
+from chalicelib.notify import NotifyError
 from chalicelib.notify.secrets import get_secure_parameter, load_channel_secrets
 from chalicelib.settings import load_settings
 from tests.support.moto_server import REGION

@@ -10,8 +10,7 @@ import pytest
 
 from chalicelib.cli import make_deps
 from chalicelib.model import Severity
-from chalicelib.notify import pagerduty
-from chalicelib.notify.base import NotifyError
+from chalicelib.notify import NotifyError, pagerduty
 from chalicelib.notify.pagerduty import PagerDutyChannel
 from chalicelib.notify.slack import SlackChannel
 from chalicelib.notify.sns import (
@@ -34,6 +33,8 @@ from tests.support.moto_server import REGION, aws
 from tests.support.moto_server import topic as topic  # a fixture, used by name
 
 KEY = "R0UT1NGKEY0123456789abcdefabcdef"
+# For records that never reach a channel: nothing listens on port 9.
+UNUSED = PagerDutyChannel(KEY, "http://127.0.0.1:9/unused")
 
 
 def lambda_event(envelope: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,23 +104,17 @@ def test_published_notification_reaches_sqs_with_attributes_and_subscribers_send
     pd = recorder(default=Reply(202, b"{}"))
     records = lambda_event(envelope)
     seen = SeenIds()
-    slack_send = SlackChannel(slack.url, fast).send
-    pd_send = PagerDutyChannel(KEY, pd.url, fast).send
-    assert [
-        o.status for o in handle_sns_for_slack(records, slack_send, Severity.WARNING, seen=seen)
-    ] == ["sent"]
-    assert [o.status for o in handle_sns_for_pagerduty(records, pd_send, Severity.CRITICAL)] == [
-        "sent"
-    ]
+    to_slack = SlackChannel(slack.url, fast, minimum=Severity.WARNING)
+    to_pd = PagerDutyChannel(KEY, pd.url, fast, minimum=Severity.CRITICAL)
+    assert [o.status for o in handle_sns_for_slack(records, to_slack, seen=seen)] == ["sent"]
+    assert [o.status for o in handle_sns_for_pagerduty(records, to_pd)] == ["sent"]
     check_slack(slack.bodies()[0])
     check_pagerduty(pd.bodies()[0], KEY)
     assert pd.bodies()[0]["dedup_key"] == "workers_down:default"
 
     # Delivered twice (SNS is at-least-once): Slack posts once, PagerDuty dedups by key.
-    assert [
-        o.status for o in handle_sns_for_slack(records, slack_send, Severity.WARNING, seen=seen)
-    ] == ["duplicate"]
-    handle_sns_for_pagerduty(records, pd_send, Severity.CRITICAL)
+    assert [o.status for o in handle_sns_for_slack(records, to_slack, seen=seen)] == ["duplicate"]
+    handle_sns_for_pagerduty(records, to_pd)
     assert len(slack.requests) == 1
     assert [b["dedup_key"] for b in pd.bodies()] == ["workers_down:default"] * 2
 
@@ -142,10 +137,10 @@ def test_minimum_severity_is_checked_in_code_and_resolves_always_reach_pagerduty
     slack = recorder(default=Reply(200, b"ok"))
     pd = recorder(default=Reply(202, b"{}"))
     slack_out = handle_sns_for_slack(
-        records, SlackChannel(slack.url, fast).send, Severity.CRITICAL, seen=SeenIds()
+        records, SlackChannel(slack.url, fast, minimum=Severity.CRITICAL), seen=SeenIds()
     )
     pd_out = handle_sns_for_pagerduty(
-        records, PagerDutyChannel(KEY, pd.url, fast).send, Severity.CRITICAL
+        records, PagerDutyChannel(KEY, pd.url, fast, minimum=Severity.CRITICAL)
     )
     assert [o.status for o in slack_out] == ["skipped", "skipped"]
     assert [o.status for o in pd_out] == ["skipped", "sent"]
@@ -157,7 +152,7 @@ def test_slack_resolved_message_through_sns(topic, recorder, fast):
     SnsPublisher(topic.sns, topic.arn).send(note("resolve"))
     slack = recorder(default=Reply(200, b"ok"))
     handle_sns_for_slack(
-        lambda_event(topic.envelopes(1)[0]), SlackChannel(slack.url, fast).send, seen=SeenIds()
+        lambda_event(topic.envelopes(1)[0]), SlackChannel(slack.url, fast), seen=SeenIds()
     )
     (message,) = slack.bodies()
     check_slack(message)
@@ -180,22 +175,21 @@ def test_transient_failure_is_raised_for_a_retry_and_permanent_is_dropped(record
     gone = recorder(default=Reply(404, b"no_service"))
     assert [
         o.status
-        for o in handle_sns_for_slack(records, SlackChannel(gone.url, fast).send, seen=SeenIds())
+        for o in handle_sns_for_slack(records, SlackChannel(gone.url, fast), seen=SeenIds())
     ] == ["failed"]
     assert len(gone.requests) == 1
     flaky = recorder(default=Reply(200, b"ok")).script(*[Reply(500)] * fast.max_attempts)
     seen = SeenIds()
     with pytest.raises(NotifyError):
-        handle_sns_for_slack(records, SlackChannel(flaky.url, fast).send, seen=seen)
+        handle_sns_for_slack(records, SlackChannel(flaky.url, fast), seen=seen)
     # Lambda retries the invocation; this time it goes through.
     assert [
-        o.status
-        for o in handle_sns_for_slack(records, SlackChannel(flaky.url, fast).send, seen=seen)
+        o.status for o in handle_sns_for_slack(records, SlackChannel(flaky.url, fast), seen=seen)
     ] == ["sent"]
 
 
 def test_a_malformed_record_is_skipped():
-    out = handle_sns_for_pagerduty([{"Sns": {"Message": "not json"}}, {"nope": 1}], lambda n: None)
+    out = handle_sns_for_pagerduty([{"Sns": {"Message": "not json"}}, {"nope": 1}], UNUSED)
     assert [o.status for o in out] == ["invalid", "invalid"]
 
 
@@ -203,7 +197,7 @@ def test_a_bad_field_value_is_never_quoted_in_the_log(caplog):
     secret = "redis://u:hunter2@db.internal:6379"
     body = {**note().to_json(), "severity": secret}
     with caplog.at_level("DEBUG"):
-        out = handle_sns_for_pagerduty([{"Sns": {"Message": json.dumps(body)}}], lambda n: None)
+        out = handle_sns_for_pagerduty([{"Sns": {"Message": json.dumps(body)}}], UNUSED)
     assert [o.status for o in out] == ["invalid"]
     assert "hunter2" not in (out[0].error or "")
     assert caplog.records and "hunter2" not in caplog.text
@@ -246,8 +240,8 @@ def test_the_stacks_own_alarms_reach_slack_and_pagerduty(recorder, fast):
     ]
     slack = recorder(default=Reply(200, b"ok"))
     pd = recorder(default=Reply(202, b"{}"))
-    slack_out = handle_sns_for_slack(records, SlackChannel(slack.url, fast).send, seen=SeenIds())
-    pd_out = handle_sns_for_pagerduty(records, PagerDutyChannel(KEY, pd.url, fast).send)
+    slack_out = handle_sns_for_slack(records, SlackChannel(slack.url, fast), seen=SeenIds())
+    pd_out = handle_sns_for_pagerduty(records, PagerDutyChannel(KEY, pd.url, fast))
     assert [o.status for o in slack_out] == ["sent", "skipped", "sent"]
     assert [o.status for o in pd_out] == ["sent", "skipped", "sent"]
     for message in slack.bodies():

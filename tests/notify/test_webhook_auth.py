@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from chalicelib.notify.base import NotifyError
+from chalicelib.notify import NotifyError
 from chalicelib.notify.direct import channels_from_settings
 from chalicelib.notify.webhook import SIGNATURE_HEADER, WebhookChannel, verify
 from chalicelib.settings import load_settings
