@@ -2,7 +2,7 @@
 
 Inputs are the Redis INFO fields of a sample, the persistence settings when Redis allows
 ``CONFIG GET`` (managed Redis often refuses it), the sanitized workers, and each live worker's
-allow-listed Celery settings (see ``collect.worker_probe.reduce_conf``) keyed by worker hash.
+allow-listed Celery settings (see ``collect.replies.reduce_conf``) keyed by worker hash.
 Each check returns one ``ConfigCheck``: a row of the report, with a concrete recommendation
 when it found a risk. Nothing here reads a name or value that was not already sanitized.
 """
@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..alert_types import AlertType
 from ..model import Finding, QueueSample, Severity, WorkerSample
 
 ConfValue = bool | int | float | None
@@ -48,7 +49,7 @@ class ConfigCheck:
         if self.status != WARNING:
             return None
         return Finding(
-            type="config_risk",
+            type=AlertType.CONFIG_RISK,
             severity=Severity.WARNING,
             subject=self.id,
             title=f"{self.label}: {self.result}",

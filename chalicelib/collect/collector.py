@@ -1,4 +1,4 @@
-"""Collection: one Snapshot of a Redis broker and the Celery workers behind it."""
+"""The Collector: one target's connections and one Snapshot per check."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from .redis_probe import (
     connect,
     describe_error,
 )
-from .worker_probe import ConfResult, WorkerProbe, mark_silent
+from .replies import mark_silent
+from .worker_probe import ConfResult, WorkerProbe
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import redis
 
-from chalicelib.collect.worker_probe import WorkerProbe, _describe
+from chalicelib.collect.replies import describe_remote_error as _describe
+from chalicelib.collect.worker_probe import WorkerProbe
 from chalicelib.embedded import RedisServer
 from chalicelib.settings import load_settings
 from tests.conftest import check_once, producer

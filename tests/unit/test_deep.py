@@ -21,7 +21,7 @@ from chalicelib.analyse.deep import (
     fmt_seconds,
 )
 from chalicelib.audit import encodable, use_colour
-from chalicelib.collect.worker_probe import CONF_BOOLS, CONF_NUMBERS, latest_eta, reduce_conf
+from chalicelib.collect.replies import CONF_BOOLS, CONF_NUMBERS, latest_eta, reduce_conf
 from chalicelib.model import QueueSample, Severity, WorkerSample
 from tests.support import pii_app
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from chalicelib.collect.redis_probe import guess_separator
-from chalicelib.collect.worker_probe import reduce_dialect
+from chalicelib.collect.replies import reduce_dialect
 from chalicelib.model import KOMBU_PRIORITY_STEPS, KOMBU_SEP, Dialect
 from chalicelib.settings import ConfigError, load_settings
 
