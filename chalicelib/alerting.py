@@ -15,15 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from .alert_types import BLIND_TYPE, CATALOGUE, AlertType, kind_of
 from .model import Finding, Severity
 
 TRIGGER, RENOTIFY, ESCALATE, RESOLVE = "trigger", "renotify", "escalate", "resolve"
 
-# workers_down explains these: while it fires they stay quiet.
-INHIBITED_BY_WORKERS_DOWN = frozenset(
-    {"backlog_explosion", "high_latency", "queue_growing", "ghost_workers", "saturation_high"}
-)
-BLIND_TYPE = "redis_unreachable"
+# What workers_down mutes, from the catalogue (kept under this name for its readers).
+INHIBITED_BY_WORKERS_DOWN = CATALOGUE[AlertType.WORKERS_DOWN].inhibits
 
 
 @dataclass(frozen=True)
@@ -35,9 +33,10 @@ class Policy:
     def checks_to_fire(self, finding: Finding) -> int:
         if finding.type in self.pending_checks:
             return max(1, self.pending_checks[finding.type])
-        if finding.severity == Severity.EMERGENCY or finding.type == BLIND_TYPE:
+        if finding.severity == Severity.EMERGENCY:
             return 1
-        return 2
+        kind = kind_of(finding.type)
+        return kind.pending_checks if kind is not None else 2
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,12 @@ def muted_types(findings: Iterable[Finding]) -> set[str] | None:
     types = {f.type for f in findings}
     if BLIND_TYPE in types:
         return None
-    return set(INHIBITED_BY_WORKERS_DOWN) if "workers_down" in types else set()
+    muted: set[str] = set()
+    for name in types:
+        kind = kind_of(name)
+        if kind is not None:
+            muted.update(kind.inhibits)
+    return muted
 
 
 def _dedupe(findings: Sequence[Finding], target: str) -> dict[str, Finding]:

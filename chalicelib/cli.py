@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep", action="store_true", help="also analyse the Redis and Celery configuration"
     )
 
+    sub.add_parser(
+        "config",
+        help="list every setting: key, environment variable, default, meaning",
+        description="Print the configuration table (markdown): every key Doorman reads, the"
+        " environment variable that sets it, its default and what it means.",
+    )
+
     silence = sub.add_parser(
         "silence",
         help="mute matching alerts for a while (add, list, remove)",
@@ -255,6 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_silence(args)
         if args.command == "acl":
             return cmd_acl(args)
+        if args.command == "config":
+            from .settings import config_table
+
+            for row in config_table():
+                _say(row)
+            return 0
     except ConfigError as exc:
         _say(f"doorman: configuration error: {exc}", sys.stderr)
         return EXIT_CONFIG

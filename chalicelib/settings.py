@@ -11,100 +11,22 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .alert_types import ALERT_TYPE_NAMES
 from .model import Severity
+
+# Re-exported: it lived here, and callers build Settings with it.
+from .thresholds import Thresholds as Thresholds
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names it."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    max_queue_size: int = 1000
-    max_wait_time_seconds: float = 60.0
-    max_task_runtime_seconds: float = 1800.0
-    critical_queues: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Settings:
-    # URLs may hold a password: kept out of repr() like every other secret here.
-    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
-    celery_broker_url: str | None = field(default=None, repr=False)
-    target: str = "default"
-    check_interval_seconds: float = 30.0
-    monitored_queues: tuple[str, ...] = ()
-    global_keyprefix: str = ""
-    # kombu's "sep" and "priority_steps" transport options; None: learned from the workers.
-    priority_separator: str | None = None
-    priority_steps: tuple[int, ...] | None = None
-    sanitize_task_signatures: bool = True
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    alert_cooldown_seconds: float = 300.0
-    alert_pending_checks: dict[str, int] = field(default_factory=dict)
-    alert_resolve_after_checks: int = 2
-    hash_secret: str | None = field(default=None, repr=False)
-    state_path: str | None = None
-    visibility_timeout_seconds: float | None = None
-    redis_timeout_seconds: float = 2.0
-    worker_timeout_seconds: float = 1.0
-    worker_discovery_interval_seconds: float = 600.0
-    worker_forget_after_seconds: float = 3600.0
-    worker_detail_interval_seconds: float = 300.0
-    max_queues: int = 5000
-    # Queues whose depth and latency are CloudWatch metrics (two billed series each), for
-    # alarms; every other figure stays in the check's log line.
-    metric_queues: tuple[str, ...] = ()
-    # Notification channels. URLs and keys are secrets: kept out of repr, never printed.
-    slack_webhook_url: str | None = field(default=None, repr=False)
-    pagerduty_routing_key: str | None = field(default=None, repr=False)
-    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
-    generic_webhook_url: str | None = field(default=None, repr=False)
-    generic_webhook_secret: str | None = field(default=None, repr=False)
-    slack_min_severity: Severity = Severity.INFO
-    pagerduty_min_severity: Severity = Severity.WARNING
-    slack_url_param: str | None = None
-    pagerduty_key_param: str | None = None
-    # AWS (Lambda): the state table, the alert topic, the hash secret's SSM parameter, the
-    # seconds one target's check may take in a scheduled invocation, and whether the
-    # dispatcher reports partial batch failures (the stream's event source mapping must then
-    # have FunctionResponseTypes=ReportBatchItemFailures) or fails the whole batch.
-    table_name: str | None = None
-    topic_arn: str | None = None
-    hash_secret_param: str | None = None
-    check_budget_seconds: float = 25.0
-    dispatch_partial_batch: bool = False
-    # How Doorman reaches and authenticates to the broker: "password" (the URL's own, if
-    # any) or "iam" (an ElastiCache IAM token signed with the function's role, for the
-    # ElastiCache user ``elasticache_user_id`` of the cache or replication group
-    # ``elasticache_cache``); ``sentinel_master_name`` and ``sentinel_password`` with a
-    # ``sentinel://`` URL.
-    redis_auth: str = "password"
-    elasticache_user_id: str | None = None
-    elasticache_cache: str | None = None
-    elasticache_serverless: bool = False
-    elasticache_region: str | None = None
-    sentinel_master_name: str | None = None
-    sentinel_password: str | None = field(default=None, repr=False)
-
-    @property
-    def broker_url(self) -> str:
-        """The URL of the Redis that holds Celery's queues (the broker, else ``redis_url``)."""
-        return self.celery_broker_url or self.redis_url
-
-    @property
-    def default_state_path(self) -> str:
-        if self.state_path:
-            return self.state_path
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        return str(Path(base) / "doorman" / "state.db")
 
 
 # --- value parsers -------------------------------------------------------------------------
@@ -222,22 +144,8 @@ def _parse_name(value: Any) -> str:
     return text
 
 
-ALERT_TYPES = (
-    "redis_unreachable",
-    "celery_disconnected",
-    "workers_down",
-    "worker_offline",
-    "backlog_explosion",
-    "high_latency",
-    "stuck_task",
-    "queue_growing",
-    "ghost_workers",
-    "saturation_high",
-    "orphaned_tasks",
-    "redis_memory",
-    "config_risk",
-    "redis_permission",
-)
+# Every alert type's name (the catalogue's), as alert_pending_checks takes them.
+ALERT_TYPES = ALERT_TYPE_NAMES
 
 
 # Checks an alert waits for (to fire, to resolve): more than this is never meant.
@@ -640,133 +548,466 @@ def _parse_targets(value: Any) -> tuple[dict[str, Any], ...]:
 
 
 @dataclass(frozen=True)
-class _Field:
+class Setting:
+    """How one setting is read: its config key, its environment variable, its parser (which
+    returns the final value or raises ValueError with the reason), its help, and whether one
+    entry of ``targets`` may set it. ``form`` is how the environment writes a list
+    (``comma-separated``), ``shown`` the default in words where the value alone says too
+    little (``learned``)."""
+
+    key: str
+    env: str | None
     parse: Callable[[Any], Any]
-    env: str | None = None
     help: str = ""
+    per_target: bool = False
+    form: str = ""
+    shown: str = ""
 
 
-_FIELDS: dict[str, _Field] = {
-    "redis_url": _Field(_parse_url, "REDIS_URL", "Redis server to watch"),
-    "celery_broker_url": _Field(
-        _optional(_parse_url), "CELERY_BROKER_URL", "Celery broker (defaults to redis_url)"
+_SPEC = "doorman.setting"
+
+
+def _setting(
+    default: Any,
+    parse: Callable[[Any], Any],
+    env: str | None,
+    help: str = "",
+    *,
+    key: str = "",
+    per_target: bool = False,
+    secret: bool = False,
+    form: str = "",
+    shown: str = "",
+) -> Any:
+    """A dataclass field declaring its setting (``key``: the config key when it is not the
+    field's name; ``secret``: kept out of repr()). Returns a ``dataclasses.field``; a
+    callable ``default`` is a factory."""
+    spec = Setting(key, env, parse, help, per_target, form, shown)
+    if callable(default):
+        return field(default_factory=default, repr=not secret, metadata={_SPEC: spec})
+    return field(default=default, repr=not secret, metadata={_SPEC: spec})
+
+
+# Each key of a section (``thresholds.*``): the section's own dataclass holds the defaults.
+_THRESHOLDS = {
+    "max_queue_size": Setting(
+        "", "MAX_QUEUE_SIZE", _count_between(0, 10**9), "tasks pending in all queues", True
     ),
-    "target": _Field(_parse_name, "DOORMAN_TARGET", "name of the watched cluster"),
-    "check_interval_seconds": _Field(_seconds_between(1, DAY), "CHECK_INTERVAL"),
-    "monitored_queues": _Field(_parse_names, "DOORMAN_MONITORED_QUEUES"),
-    "global_keyprefix": _Field(_parse_text, "DOORMAN_GLOBAL_KEYPREFIX"),
-    "priority_separator": _Field(_optional(_parse_separator), "DOORMAN_PRIORITY_SEPARATOR"),
-    "priority_steps": _Field(_optional(_parse_steps), "DOORMAN_PRIORITY_STEPS"),
-    "privacy.sanitize_task_signatures": _Field(_parse_bool, "DOORMAN_SANITIZE_TASK_SIGNATURES"),
-    "thresholds.max_queue_size": _Field(_count_between(0, 10**9), "MAX_QUEUE_SIZE"),
-    "thresholds.max_wait_time_seconds": _Field(_seconds_between(0, 365 * DAY), "MAX_WAIT_TIME"),
-    "thresholds.max_task_runtime_seconds": _Field(
-        _seconds_between(0, 365 * DAY), "MAX_TASK_RUNTIME"
+    "max_wait_time_seconds": Setting(
+        "", "MAX_WAIT_TIME", _seconds_between(0, 365 * DAY), "age of the oldest waiting task", True
     ),
-    "thresholds.critical_queues": _Field(_parse_names, "DOORMAN_CRITICAL_QUEUES"),
-    "alert_cooldown_seconds": _Field(_seconds_between(0, 7 * DAY), "ALERT_COOLDOWN"),
-    "alert_pending_checks": _Field(_parse_pending_checks, "DOORMAN_ALERT_PENDING_CHECKS"),
-    "alert_resolve_after_checks": _Field(_parse_checks, "DOORMAN_ALERT_RESOLVE_AFTER"),
-    "hash_secret": _Field(_parse_secret, "DOORMAN_HASH_SECRET"),
-    "state_path": _Field(_parse_optional_text, "DOORMAN_STATE"),
-    "visibility_timeout_seconds": _Field(
-        _optional(_seconds_between(1, 365 * DAY)), "DOORMAN_VISIBILITY_TIMEOUT"
+    "max_task_runtime_seconds": Setting(
+        "",
+        "MAX_TASK_RUNTIME",
+        _seconds_between(0, 365 * DAY),
+        "a running task older than this is stuck",
+        True,
     ),
-    "redis_timeout_seconds": _Field(
-        _seconds_between(*REDIS_TIMEOUT_RANGE), "DOORMAN_REDIS_TIMEOUT"
-    ),
-    # Below 0.1 s no worker can answer (a false "all workers down"); above 30 s a check hangs.
-    "worker_timeout_seconds": _Field(_seconds_between(0.1, 30), "DOORMAN_WORKER_TIMEOUT"),
-    "worker_discovery_interval_seconds": _Field(
-        _seconds_between(0, 7 * DAY), "DOORMAN_WORKER_DISCOVERY"
-    ),
-    "worker_forget_after_seconds": _Field(
-        _seconds_between(1, 30 * DAY), "DOORMAN_WORKER_FORGET_AFTER"
-    ),
-    "worker_detail_interval_seconds": _Field(
-        _seconds_between(0, DAY), "DOORMAN_WORKER_DETAIL_INTERVAL"
-    ),
-    "max_queues": _Field(_count_between(1, 100_000), "DOORMAN_MAX_QUEUES"),
-    "metric_queues": _Field(
-        _parse_names, "DOORMAN_METRIC_QUEUES", "queues published as CloudWatch metrics"
-    ),
-    "slack_webhook_url": _Field(
-        _optional(_parse_http_url), "SLACK_WEBHOOK_URL", "Slack incoming webhook (a secret)"
-    ),
-    "pagerduty_routing_key": _Field(
-        _parse_secret, "PAGERDUTY_ROUTING_KEY", "PagerDuty Events v2 routing key (a secret)"
-    ),
-    "pagerduty_events_url": _Field(
-        _parse_http_url, "PAGERDUTY_EVENTS_URL", "PagerDuty Events API endpoint"
-    ),
-    "generic_webhook_url": _Field(
-        _optional(_parse_http_url), "GENERIC_WEBHOOK_URL", "webhook receiving the alert JSON"
-    ),
-    "generic_webhook_secret": _Field(
-        _parse_secret, "GENERIC_WEBHOOK_SECRET", "HMAC-SHA256 key signing webhook bodies"
-    ),
-    "slack_min_severity": _Field(_parse_severity, "DOORMAN_SLACK_MIN_SEVERITY"),
-    "pagerduty_min_severity": _Field(_parse_severity, "DOORMAN_PAGERDUTY_MIN_SEVERITY"),
-    "slack_url_param": _Field(
-        _parse_optional_text, "DOORMAN_SLACK_URL_PARAM", "SSM SecureString holding the Slack URL"
-    ),
-    "pagerduty_key_param": _Field(
-        _parse_optional_text,
-        "DOORMAN_PAGERDUTY_KEY_PARAM",
-        "SSM SecureString holding the PagerDuty routing key",
-    ),
-    "table_name": _Field(_parse_optional_text, "DOORMAN_TABLE", "DynamoDB state table (AWS)"),
-    "topic_arn": _Field(_parse_optional_text, "DOORMAN_TOPIC_ARN", "SNS alert topic (AWS)"),
-    "hash_secret_param": _Field(
-        _parse_optional_text, "DOORMAN_HASH_SECRET_PARAM", "SSM SecureString with the hash secret"
-    ),
-    "check_budget_seconds": _Field(
-        _seconds_between(1, 900), "DOORMAN_CHECK_BUDGET", "seconds one target's check may take"
-    ),
-    "dispatch_partial_batch": _Field(
-        _parse_bool, "DOORMAN_DISPATCH_PARTIAL_BATCH", "report partial stream batch failures"
-    ),
-    "targets": _Field(_parse_targets, "DOORMAN_TARGETS", "clusters checked by one Lambda (JSON)"),
-    "redis_auth": _Field(
-        _parse_auth, "DOORMAN_REDIS_AUTH", "password (the URL's) or iam (ElastiCache IAM)"
-    ),
-    "elasticache_user_id": _Field(
-        _parse_optional_text, "DOORMAN_ELASTICACHE_USER", "ElastiCache user id (IAM auth)"
-    ),
-    "elasticache_cache": _Field(
-        _parse_optional_text,
-        "DOORMAN_ELASTICACHE_CACHE",
-        "ElastiCache replication group or serverless cache name (IAM auth)",
-    ),
-    "elasticache_serverless": _Field(_parse_bool, "DOORMAN_ELASTICACHE_SERVERLESS"),
-    "elasticache_region": _Field(
-        _parse_optional_text, "DOORMAN_ELASTICACHE_REGION", "region the IAM token is signed for"
-    ),
-    "sentinel_master_name": _Field(
-        _parse_optional_text, "DOORMAN_SENTINEL_MASTER", "Sentinel master name (sentinel://)"
-    ),
-    "sentinel_password": _Field(
-        _parse_secret, "DOORMAN_SENTINEL_PASSWORD", "password of the Sentinels (a secret)"
+    "critical_queues": Setting(
+        "", "DOORMAN_CRITICAL_QUEUES", _parse_names, "queues whose latency is critical", True
     ),
 }
 
-# What one entry of ``targets`` may set; everything else comes from the shared settings.
-TARGET_KEYS = frozenset(
-    {
-        "name",
-        "redis_url",
-        "celery_broker_url",
-        "monitored_queues",
-        "global_keyprefix",
-        "priority_separator",
-        "priority_steps",
-        "thresholds.max_queue_size",
-        "thresholds.max_wait_time_seconds",
-        "thresholds.max_task_runtime_seconds",
-        "thresholds.critical_queues",
-        "metric_queues",
-    }
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, each declared once: its field carries key, environment, parser, help."""
+
+    # URLs may hold a password: kept out of repr() like every other secret here.
+    redis_url: str = _setting(
+        DEFAULT_REDIS_URL,
+        _parse_url,
+        "REDIS_URL",
+        "the Redis to watch",
+        per_target=True,
+        secret=True,
+    )
+    celery_broker_url: str | None = _setting(
+        None,
+        _optional(_parse_url),
+        "CELERY_BROKER_URL",
+        "where Celery's queues are (used for everything when set)",
+        per_target=True,
+        secret=True,
+        shown="`redis_url`",
+    )
+    target: str = _setting(
+        "default", _parse_name, "DOORMAN_TARGET", "the name of this cluster in reports"
+    )
+    check_interval_seconds: float = _setting(
+        30.0,
+        _seconds_between(1, DAY),
+        "CHECK_INTERVAL",
+        "seconds between checks without `--once`",
+    )
+    monitored_queues: tuple[str, ...] = _setting(
+        (),
+        _parse_names,
+        "DOORMAN_MONITORED_QUEUES",
+        "queues always reported",
+        per_target=True,
+        form="comma-separated",
+        shown="discover",
+    )
+    global_keyprefix: str = _setting(
+        "",
+        _parse_text,
+        "DOORMAN_GLOBAL_KEYPREFIX",
+        "kombu's key prefix (`global_keyprefix` transport option)",
+        per_target=True,
+        shown="learned",
+    )
+    # kombu's "sep" and "priority_steps" transport options; None: learned from the workers.
+    priority_separator: str | None = _setting(
+        None,
+        _optional(_parse_separator),
+        "DOORMAN_PRIORITY_SEPARATOR",
+        "kombu's `sep` transport option (1–16 characters)",
+        per_target=True,
+        shown="learned",
+    )
+    priority_steps: tuple[int, ...] | None = _setting(
+        None,
+        _optional(_parse_steps),
+        "DOORMAN_PRIORITY_STEPS",
+        "kombu's `priority_steps` transport option (0–255)",
+        per_target=True,
+        form="`0,3,6,9`",
+        shown="learned",
+    )
+    sanitize_task_signatures: bool = _setting(
+        True,
+        _parse_bool,
+        "DOORMAN_SANITIZE_TASK_SIGNATURES",
+        "scrub task and queue names",
+        key="privacy.sanitize_task_signatures",
+    )
+    thresholds: Thresholds = field(default_factory=Thresholds, metadata={_SPEC: _THRESHOLDS})
+    alert_cooldown_seconds: float = _setting(
+        300.0,
+        _seconds_between(0, 7 * DAY),
+        "ALERT_COOLDOWN",
+        "quiet time between repeats of an alert",
+    )
+    alert_pending_checks: dict[str, int] = _setting(
+        dict,
+        _parse_pending_checks,
+        "DOORMAN_ALERT_PENDING_CHECKS",
+        "breaching checks before an alert fires",
+        form="`type=n,...`",
+        shown="1 for emergencies and `redis_unreachable`, else 2",
+    )
+    alert_resolve_after_checks: int = _setting(
+        2,
+        _parse_checks,
+        "DOORMAN_ALERT_RESOLVE_AFTER",
+        "clean checks before a firing alert resolves",
+    )
+    hash_secret: str | None = _setting(
+        None,
+        _parse_secret,
+        "DOORMAN_HASH_SECRET",
+        "key of the `w-`/`t-` hashes",
+        secret=True,
+        shown="kept beside the state",
+    )
+    state_path: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_STATE",
+        "the local state file",
+        shown="`~/.local/state/doorman/state.db`",
+    )
+    visibility_timeout_seconds: float | None = _setting(
+        None,
+        _optional(_seconds_between(1, 365 * DAY)),
+        "DOORMAN_VISIBILITY_TIMEOUT",
+        "for orphan detection",
+        shown="learned from workers, else 3600",
+    )
+    redis_timeout_seconds: float = _setting(
+        2.0,
+        _seconds_between(*REDIS_TIMEOUT_RANGE),
+        "DOORMAN_REDIS_TIMEOUT",
+        "connect and read timeout for Redis (no retries)",
+    )
+    # Below 0.1 s no worker can answer (a false "all workers down"); above 30 s a check hangs.
+    worker_timeout_seconds: float = _setting(
+        1.0,
+        _seconds_between(0.1, 30),
+        "DOORMAN_WORKER_TIMEOUT",
+        "how long a worker may take to answer",
+    )
+    worker_discovery_interval_seconds: float = _setting(
+        600.0,
+        _seconds_between(0, 7 * DAY),
+        "DOORMAN_WORKER_DISCOVERY",
+        "between discovery broadcasts",
+    )
+    worker_forget_after_seconds: float = _setting(
+        3600.0,
+        _seconds_between(1, 30 * DAY),
+        "DOORMAN_WORKER_FORGET_AFTER",
+        "silent workers are forgotten after this",
+    )
+    worker_detail_interval_seconds: float = _setting(
+        300.0,
+        _seconds_between(0, DAY),
+        "DOORMAN_WORKER_DETAIL_INTERVAL",
+        "how long the worker detail (pool size, counters, uptime, reserved/scheduled counts,"
+        " queues) is reused",
+    )
+    max_queues: int = _setting(
+        5000,
+        _count_between(1, 100_000),
+        "DOORMAN_MAX_QUEUES",
+        "queues reported at most; more are named in `errors[]` (`truncated`)",
+    )
+    # Queues whose depth and latency are CloudWatch metrics (two billed series each), for
+    # alarms; every other figure stays in the check's log line.
+    metric_queues: tuple[str, ...] = _setting(
+        (),
+        _parse_names,
+        "DOORMAN_METRIC_QUEUES",
+        "queues whose depth and latency are CloudWatch metrics (2 series, $0.60 a month each)",
+        per_target=True,
+    )
+    # Notification channels. URLs and keys are secrets: kept out of repr, never printed.
+    slack_webhook_url: str | None = _setting(
+        None,
+        _optional(_parse_http_url),
+        "SLACK_WEBHOOK_URL",
+        "Slack incoming webhook (a secret)",
+        secret=True,
+    )
+    pagerduty_routing_key: str | None = _setting(
+        None,
+        _parse_secret,
+        "PAGERDUTY_ROUTING_KEY",
+        "Events API v2 integration key (a secret)",
+        secret=True,
+    )
+    pagerduty_events_url: str = _setting(
+        "https://events.pagerduty.com/v2/enqueue",
+        _parse_http_url,
+        "PAGERDUTY_EVENTS_URL",
+        "PagerDuty Events API endpoint",
+    )
+    generic_webhook_url: str | None = _setting(
+        None,
+        _optional(_parse_http_url),
+        "GENERIC_WEBHOOK_URL",
+        "receives the alert document as JSON (user info in the URL: HTTP Basic auth)",
+        secret=True,
+    )
+    generic_webhook_secret: str | None = _setting(
+        None,
+        _parse_secret,
+        "GENERIC_WEBHOOK_SECRET",
+        "signs webhook bodies (optional)",
+        secret=True,
+    )
+    slack_min_severity: Severity = _setting(
+        Severity.INFO, _parse_severity, "DOORMAN_SLACK_MIN_SEVERITY", "least severity sent to Slack"
+    )
+    pagerduty_min_severity: Severity = _setting(
+        Severity.WARNING,
+        _parse_severity,
+        "DOORMAN_PAGERDUTY_MIN_SEVERITY",
+        "least severity sent to PagerDuty; resolves always go",
+    )
+    slack_url_param: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_SLACK_URL_PARAM",
+        "Lambda: SSM SecureString holding the Slack URL",
+    )
+    pagerduty_key_param: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_PAGERDUTY_KEY_PARAM",
+        "Lambda: SSM SecureString holding the routing key",
+    )
+    # AWS (Lambda): the state table, the alert topic, the hash secret's SSM parameter, the
+    # seconds one target's check may take in a scheduled invocation, and whether the
+    # dispatcher reports partial batch failures (the stream's event source mapping must then
+    # have FunctionResponseTypes=ReportBatchItemFailures) or fails the whole batch.
+    table_name: str | None = _setting(
+        None, _parse_optional_text, "DOORMAN_TABLE", "DynamoDB state table (AWS)"
+    )
+    topic_arn: str | None = _setting(
+        None, _parse_optional_text, "DOORMAN_TOPIC_ARN", "SNS alert topic (AWS)"
+    )
+    hash_secret_param: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_HASH_SECRET_PARAM",
+        "SSM SecureString with the hash secret",
+    )
+    check_budget_seconds: float = _setting(
+        25.0,
+        _seconds_between(1, 900),
+        "DOORMAN_CHECK_BUDGET",
+        "seconds one target's check may take",
+    )
+    dispatch_partial_batch: bool = _setting(
+        False,
+        _parse_bool,
+        "DOORMAN_DISPATCH_PARTIAL_BATCH",
+        "report partial stream batch failures",
+    )
+    # How Doorman reaches and authenticates to the broker: "password" (the URL's own, if
+    # any) or "iam" (an ElastiCache IAM token signed with the function's role, for the
+    # ElastiCache user ``elasticache_user_id`` of the cache or replication group
+    # ``elasticache_cache``); ``sentinel_master_name`` and ``sentinel_password`` with a
+    # ``sentinel://`` URL.
+    redis_auth: str = _setting(
+        "password",
+        _parse_auth,
+        "DOORMAN_REDIS_AUTH",
+        "`iam`: ElastiCache IAM authentication"
+        " (see [Running with least privilege](#running-with-least-privilege))",
+    )
+    elasticache_user_id: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_ELASTICACHE_USER",
+        "the ElastiCache user the IAM token is for",
+    )
+    elasticache_cache: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_ELASTICACHE_CACHE",
+        "the replication group or serverless cache the IAM token is for",
+    )
+    elasticache_serverless: bool = _setting(
+        False,
+        _parse_bool,
+        "DOORMAN_ELASTICACHE_SERVERLESS",
+        "whether that cache is serverless (IAM auth)",
+    )
+    elasticache_region: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_ELASTICACHE_REGION",
+        "the region the IAM token is signed for",
+    )
+    sentinel_master_name: str | None = _setting(
+        None,
+        _parse_optional_text,
+        "DOORMAN_SENTINEL_MASTER",
+        "Sentinel master name (with a `sentinel://` URL)",
+    )
+    sentinel_password: str | None = _setting(
+        None,
+        _parse_secret,
+        "DOORMAN_SENTINEL_PASSWORD",
+        "password of the Sentinels (a secret)",
+        secret=True,
+    )
+
+    @property
+    def broker_url(self) -> str:
+        """The URL of the Redis that holds Celery's queues (the broker, else ``redis_url``)."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def default_state_path(self) -> str:
+        if self.state_path:
+            return self.state_path
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return str(Path(base) / "doorman" / "state.db")
+
+
+# Not a field: the list of targets one Lambda checks, each entry over the shared settings.
+TARGETS = Setting(
+    "targets",
+    "DOORMAN_TARGETS",
+    _parse_targets,
+    "clusters checked by one Lambda (JSON list; each entry: `name` and the per-target keys)",
 )
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One config key as :func:`declared` lists it: where it lands in Settings, its
+    declaration and its default."""
+
+    key: str
+    section: str | None  # the field of Settings holding a section (``thresholds``), else None
+    name: str  # the attribute (of Settings, or of the section)
+    spec: Setting
+    default: Any
+
+
+def _default(f: Field[Any]) -> Any:
+    """The default of a dataclass field (made by its factory when it has one)."""
+    return f.default_factory() if callable(f.default_factory) else f.default
+
+
+def _declared_fields() -> list[Declared]:
+    """Every key a field of Settings declares (a section's keys one by one), in order."""
+    found: list[Declared] = []
+    for f in fields(Settings):
+        spec = f.metadata[_SPEC]
+        if isinstance(spec, Setting):
+            found.append(Declared(spec.key or f.name, None, f.name, spec, _default(f)))
+            continue
+        section_defaults = _default(f)
+        for name, sub in spec.items():
+            key = f"{f.name}.{name}"
+            found.append(Declared(key, f.name, name, sub, getattr(section_defaults, name)))
+    return found
+
+
+def declared() -> tuple[Declared, ...]:
+    """Every config key in the order it is read: Settings' fields, ``targets`` after
+    ``dispatch_partial_batch`` (where it always was)."""
+    found = _declared_fields()
+    at = next(i for i, d in enumerate(found) if d.key == "dispatch_partial_batch") + 1
+    found.insert(at, Declared(TARGETS.key, None, TARGETS.key, TARGETS, ()))
+    return tuple(found)
+
+
+_DECLARED = declared()
+# Generated from the declarations: the parser of each key, where its value goes, and the
+# sections (a key ``section.name`` fills the section's dataclass).
+_FIELDS: dict[str, Setting] = {d.key: d.spec for d in _DECLARED}
+_ATTRS: dict[str, tuple[str | None, str]] = {d.key: (d.section, d.name) for d in _DECLARED}
+_SECTIONS: dict[str, type[Thresholds]] = {"thresholds": Thresholds}
+
+# What one entry of ``targets`` may set; everything else comes from the shared settings.
+TARGET_KEYS = frozenset({"name", *(d.key for d in _DECLARED if d.spec.per_target)})
+
+
+def show_default(value: Any) -> str:
+    """A default as the configuration table writes it: numbers and booleans bare, text in
+    backticks, nothing set as ``none``."""
+    if value is None or value == () or value == {} or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, tuple):
+        return ", ".join(f"`{item}`" for item in value)
+    return f"`{value}`"
+
+
+def config_table() -> list[str]:
+    """The configuration table (markdown, one row per key): key, environment variable (with
+    the form a list takes there), default and meaning, all from the declarations."""
+    rows = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for d in _DECLARED:
+        env = f"`{d.spec.env}`" if d.spec.env else ""
+        if d.spec.form:
+            env += f" ({d.spec.form})"
+        default = d.spec.shown or show_default(d.default)
+        rows.append(f"| `{d.key}` | {env} | {default} | {d.spec.help} |")
+    return rows
+
 
 CONFIG_ENV = "DOORMAN_CONFIG"
 
@@ -776,7 +1017,7 @@ FLAGS = {"state_path": "--state", "check_interval_seconds": "--interval"}
 
 def env_names() -> dict[str, str]:
     """Map each config key to the environment variable that sets it."""
-    return {key: f.env for key, f in _FIELDS.items() if f.env}
+    return {key: spec.env for key, spec in _FIELDS.items() if spec.env}
 
 
 def _quote(key: str) -> str:
@@ -934,15 +1175,12 @@ def _convert(key: str, raw: Any, where: str) -> Any:
 
 def _build(values: Mapping[str, Any]) -> Settings:
     top: dict[str, Any] = {}
-    thresholds: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     for key, value in values.items():
-        if key.startswith("thresholds."):
-            thresholds[key.split(".", 1)[1]] = value
-        elif key == "privacy.sanitize_task_signatures":
-            top["sanitize_task_signatures"] = value
-        else:
-            top[key] = value
-    settings = Settings(thresholds=Thresholds(**thresholds), **top)
+        section, name = _ATTRS[key]
+        (sections[section] if section else top)[name] = value
+    built: dict[str, Any] = {name: kind(**sections[name]) for name, kind in _SECTIONS.items()}
+    settings = Settings(**built, **top)
     _check_access(settings)
     return settings
 

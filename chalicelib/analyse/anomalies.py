@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from ..model import Anomaly, Sample
 from ..sanitize import UnackedSample
-from ..settings import Thresholds
+from ..thresholds import Thresholds
 
 
 def find_anomalies(

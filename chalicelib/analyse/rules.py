@@ -10,9 +10,10 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from ..alert_types import AlertType
 from ..model import Finding, Sample, Severity
 from ..sanitize import names_queue
-from ..settings import Thresholds
+from ..thresholds import Thresholds
 from .deep import EVICTING, EVICTION_ADVICE
 from .trends import GHOST_SATURATION, HIGH_SATURATION, Trends
 
@@ -31,7 +32,7 @@ def redis_unreachable(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[F
     cause = next((e for e in sample.errors if e.component == "redis"), None)
     message = cause.message if cause else "Redis could not be reached"
     yield Finding(
-        type="redis_unreachable",
+        type=AlertType.REDIS_UNREACHABLE,
         severity=Severity.CRITICAL,
         title="Redis unreachable",
         message=f"{message}; nothing about the queues or workers could be seen.",
@@ -51,7 +52,7 @@ def workers_gone(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
     pending = sample.total_pending
     if pending > 0:
         yield Finding(
-            type="workers_down",
+            type=AlertType.WORKERS_DOWN,
             severity=Severity.EMERGENCY,
             title="All workers down",
             message=f"No workers responding but {pending} tasks are pending",
@@ -60,7 +61,7 @@ def workers_gone(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
         )
     else:
         yield Finding(
-            type="celery_disconnected",
+            type=AlertType.CELERY_DISCONNECTED,
             severity=Severity.WARNING,
             title="No Celery worker answers",
             message="No worker answered remote control; no task is waiting yet.",
@@ -79,7 +80,7 @@ def redis_permission(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Fi
     if not denied:
         return
     yield Finding(
-        type="redis_permission",
+        type=AlertType.REDIS_PERMISSION,
         severity=Severity.WARNING,
         title="Redis denies commands Doorman needs",
         message="; ".join(e.message for e in denied[:5])
@@ -100,7 +101,7 @@ def backlog_explosion(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Fi
     if pending <= th.max_queue_size:
         return
     yield Finding(
-        type="backlog_explosion",
+        type=AlertType.BACKLOG_EXPLOSION,
         severity=Severity.CRITICAL,
         title="Backlog explosion",
         message=(
@@ -124,7 +125,7 @@ def stuck_tasks(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Finding]
         if anomaly.type != "stuck_task":
             continue
         yield Finding(
-            type="stuck_task",
+            type=AlertType.STUCK_TASK,
             severity=Severity.WARNING,
             subject=anomaly.task_id_hash or "",
             title="Task stuck",
@@ -149,7 +150,7 @@ def high_latency(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Finding
         is_critical = names_queue(th.critical_queues, q.name)
         bound = "at least " if q.latency_is_lower_bound else ""
         yield Finding(
-            type="high_latency",
+            type=AlertType.HIGH_LATENCY,
             severity=Severity.CRITICAL if is_critical else Severity.WARNING,
             subject=q.name,
             queue=q.name,
@@ -178,7 +179,7 @@ def worker_offline(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Find
         if w.status not in {"offline", "not_answering"}:
             continue
         yield Finding(
-            type="worker_offline",
+            type=AlertType.WORKER_OFFLINE,
             severity=Severity.CRITICAL if alive < 2 else Severity.WARNING,
             subject=w.id_hash,
             title=f"Worker {w.id_hash} {w.status.replace('_', ' ')}",
@@ -197,7 +198,7 @@ def orphaned_tasks(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Find
         return
     oldest = max(a.duration_sec for a in orphans)
     yield Finding(
-        type="orphaned_tasks",
+        type=AlertType.ORPHANED_TASKS,
         severity=Severity.WARNING,
         title="Orphaned tasks",
         message=(
@@ -222,7 +223,7 @@ def redis_memory(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
     ):
         pct = round(100.0 * used / limit, 1)
         yield Finding(
-            type="redis_memory",
+            type=AlertType.REDIS_MEMORY,
             severity=Severity.CRITICAL,
             title="Redis memory almost full",
             message=f"Redis uses {pct}% of maxmemory ({used} of {limit} bytes)",
@@ -231,7 +232,7 @@ def redis_memory(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
         )
     elif isinstance(policy, str) and policy in EVICTING:
         yield Finding(
-            type="redis_memory",
+            type=AlertType.REDIS_MEMORY,
             severity=Severity.WARNING,
             title="Redis may evict queues",
             message=f"Eviction policy {policy} can delete queue keys (and their tasks) when full",
@@ -253,7 +254,7 @@ def growth(sample: Sample, trends: Trends, th: Thresholds) -> Iterable[Finding]:
         eta_min = round(left / total_rate, 1) if total_rate > 0 and left > 0 else None
         when = f"; {th.max_queue_size} reached in about {eta_min} min" if eta_min else ""
         yield Finding(
-            type="queue_growing",
+            type=AlertType.QUEUE_GROWING,
             severity=Severity.WARNING,
             subject=t.name,
             queue=t.name,
@@ -270,7 +271,7 @@ def growth(sample: Sample, trends: Trends, th: Thresholds) -> Iterable[Finding]:
     names = ", ".join(t.name for t in growing)
     if sample.alive_workers > 0 and saturation < GHOST_SATURATION:
         yield Finding(
-            type="ghost_workers",
+            type=AlertType.GHOST_WORKERS,
             severity=Severity.WARNING,
             title="Ghost workers",
             message=(
@@ -284,7 +285,7 @@ def growth(sample: Sample, trends: Trends, th: Thresholds) -> Iterable[Finding]:
         extra = _extra_slots(sample, trends)
         more = f"; about {extra} more worker slot(s) would drain it" if extra else ""
         yield Finding(
-            type="saturation_high",
+            type=AlertType.SATURATION_HIGH,
             severity=Severity.WARNING,
             title="Workers saturated",
             message=f"Saturation {saturation:.1f}% while {names} grow(s){more}",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..alert_types import AlertType
 from ..model import Sample, WorkerSample
 
 HISTORY_LENGTH = 5  # the samples the trend window looks at, no more
@@ -190,7 +191,7 @@ def diagnosis(saturation_pct: float, trends: Trends, total_pending: int, alive_w
     if growing and saturation_pct > HIGH_SATURATION:
         return "need_more_workers"
     if growing and saturation_pct < GHOST_SATURATION and alive_workers > 0:
-        return "ghost_workers"
+        return AlertType.GHOST_WORKERS.value  # the diagnosis the alert is named after
     if growing:
         return "growing"
     if saturation_pct > HIGH_SATURATION:

@@ -20,7 +20,7 @@ from chalicelib.model import (
     Severity,
     WorkerSample,
 )
-from chalicelib.settings import Thresholds
+from chalicelib.thresholds import Thresholds
 
 TH = Thresholds()
 NO_TRENDS = Trends()
