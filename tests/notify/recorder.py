@@ -3,10 +3,8 @@ request and answers from a script (status, headers, body, or a hang), then a def
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,7 +20,6 @@ class Reply:
 
 @dataclass(frozen=True)
 class Recorded:
-    at: float  # time.monotonic() when it arrived
     path: str
     headers: dict[str, str]
     body: bytes
@@ -47,9 +44,7 @@ class Recorder:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with recorder._lock:
-                    recorder.requests.append(
-                        Recorded(time.monotonic(), self.path, dict(self.headers.items()), body)
-                    )
+                    recorder.requests.append(Recorded(self.path, dict(self.headers.items()), body))
                     reply = recorder._script.pop(0) if recorder._script else recorder.default
                 if reply.hang:
                     recorder._release.wait(reply.hang)
@@ -93,8 +88,3 @@ class Recorder:
 
     def bodies(self) -> list[Any]:
         return [r.json() for r in self.requests]
-
-    def gaps(self) -> list[float]:
-        """Seconds between consecutive requests."""
-        times = [r.at for r in self.requests]
-        return [b - a for a, b in itertools.pairwise(times)]
