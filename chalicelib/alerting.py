@@ -204,7 +204,9 @@ def step(
     silences: Sequence[Silence] = (),
     blind: bool = False,
 ) -> tuple[dict[str, AlertState], list[Notification]]:
-    """Advance every alert by one check. ``blind``: this check could not see the cluster."""
+    """Advance every alert by one check. ``blind``: this check could not see the cluster.
+
+    Returns the new alert states and the notifications to send."""
     if blind:
         # What a blind check says about anything but Redis itself is not evidence.
         findings = [f for f in findings if f.type == BLIND_TYPE]
@@ -214,34 +216,7 @@ def step(
     out: list[Notification] = []
 
     for key, f in by_key.items():
-        prev = alerts.get(key)
-        if prev is None:
-            alert = AlertState(
-                key=key,
-                type=f.type,
-                severity=f.severity,
-                state="pending",
-                title=f.title,
-                message=f.message,
-                first_seen=now,
-                last_seen=now,
-                subject=f.subject,
-                queue=f.queue,
-                details=dict(f.details),
-                recommendation=f.recommendation,
-            )
-        else:
-            alert = replace(
-                prev,
-                severity=f.severity,
-                title=f.title,
-                message=f.message,
-                last_seen=now,
-                breach_count=prev.breach_count + 1,
-                clean_count=0,
-                details=dict(f.details),
-                recommendation=f.recommendation,
-            )
+        alert = _seen(alerts.get(key), key, f, now)
         if alert.state == "pending" and alert.breach_count >= policy.checks_to_fire(f):
             alert = replace(alert, state="firing", since=now)
         muted = (inhibited is None and f.type != BLIND_TYPE) or (
@@ -258,20 +233,64 @@ def step(
         new[key] = alert
 
     for key, prev in alerts.items():
-        if key in by_key:
-            continue
-        if blind and prev.type != BLIND_TYPE:
-            new[key] = prev  # unseen, not cleared
-            continue
-        clean = prev.clean_count + 1
-        if prev.state == "pending":
-            continue  # never fired: dropped quietly
-        if clean >= policy.resolve_after:
-            if prev.notified:
-                out.append(_notify(RESOLVE, replace(prev, clean_count=clean), target, now))
-            continue
-        new[key] = replace(prev, clean_count=clean)
+        if key not in by_key:
+            kept = _unseen(prev, target=target, now=now, policy=policy, blind=blind, out=out)
+            if kept is not None:
+                new[key] = kept
     return new, out
+
+
+def _seen(prev: AlertState | None, key: str, f: Finding, now: float) -> AlertState:
+    """The alert of key ``key`` after a check that found ``f`` (new when ``prev`` is None)."""
+    if prev is None:
+        return AlertState(
+            key=key,
+            type=f.type,
+            severity=f.severity,
+            state="pending",
+            title=f.title,
+            message=f.message,
+            first_seen=now,
+            last_seen=now,
+            subject=f.subject,
+            queue=f.queue,
+            details=dict(f.details),
+            recommendation=f.recommendation,
+        )
+    return replace(
+        prev,
+        severity=f.severity,
+        title=f.title,
+        message=f.message,
+        last_seen=now,
+        breach_count=prev.breach_count + 1,
+        clean_count=0,
+        details=dict(f.details),
+        recommendation=f.recommendation,
+    )
+
+
+def _unseen(
+    prev: AlertState,
+    *,
+    target: str,
+    now: float,
+    policy: Policy,
+    blind: bool,
+    out: list[Notification],
+) -> AlertState | None:
+    """An alert the check did not find: kept as it was (a blind check), one clean check
+    further, or gone (None; a resolve appended to ``out`` when its trigger was sent)."""
+    if blind and prev.type != BLIND_TYPE:
+        return prev  # unseen, not cleared
+    clean = prev.clean_count + 1
+    if prev.state == "pending":
+        return None  # never fired: dropped quietly
+    if clean >= policy.resolve_after:
+        if prev.notified:
+            out.append(_notify(RESOLVE, replace(prev, clean_count=clean), target, now))
+        return None
+    return replace(prev, clean_count=clean)
 
 
 def _action(alert: AlertState, now: float, policy: Policy) -> str | None:
