@@ -150,3 +150,31 @@ def test_a_typo_in_what_workers_down_inhibits_is_a_type_error(
     assert ok.returncode == 0, ok.stdout
     assert bad.returncode == 1, bad.stdout
     assert "bad.py:3: error" in bad.stdout
+
+
+def _constant_findings() -> dict[str, set[tuple[str, str]]]:
+    """Each type's (severity, title) pairs that analyse/ writes as constants in a Finding."""
+    import ast
+
+    found: dict[str, set[tuple[str, str]]] = {}
+    for path in sorted((ROOT / "chalicelib" / "analyse").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Finding"):
+                continue
+            kw = {k.arg: k.value for k in node.keywords}
+            type_, severity, title = kw.get("type"), kw.get("severity"), kw.get("title")
+            assert isinstance(type_, ast.Attribute), f"{path.name}: a type not from AlertType"
+            assert getattr(type_.value, "id", "") == "AlertType"
+            if isinstance(severity, ast.Attribute) and isinstance(title, ast.Constant):
+                found.setdefault(type_.attr, set()).add((severity.attr, title.value))
+    return found
+
+
+def test_the_catalogue_names_the_rules_usual_severity_and_title() -> None:
+    """Where a rule writes a fixed severity and title, the catalogue's are one of them; and
+    every Finding in analyse/ takes its type from AlertType (never a bare string)."""
+    found = _constant_findings()
+    assert len(found) >= 10
+    for member, pairs in found.items():
+        kind = CATALOGUE[AlertType[member]]
+        assert (kind.severity.name, kind.title) in pairs, member
