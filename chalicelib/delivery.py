@@ -85,6 +85,37 @@ def _error_text(exc: Exception) -> tuple[str, bool]:
     return type(exc).__name__, False
 
 
+def _send_one(channel: Channel, item: OutboxItem, down: dict[str, str]) -> Delivery:
+    """What became of ``item`` on ``channel``: skipped (below its minimum), sent, or failed
+    (a transient failure puts the channel in ``down`` for the rest of the round)."""
+    name = channel.name
+    if name in down:
+        return Delivery(item.id, name, False, f"not tried: {down[name]}")
+    if not channel.wants(item.notification):
+        return Delivery(item.id, name, True, skipped=True)
+    try:
+        channel.send(item.notification)
+    except Exception as exc:  # one broken channel never stops the others
+        text, permanent = _error_text(exc)
+        if permanent:
+            log.error("delivery to %s failed permanently: %s", name, text)
+        else:
+            log.error("delivery to %s failed, retried next check: %s", name, text)
+            down[name] = text
+        return Delivery(item.id, name, False, text, permanent)
+    return Delivery(item.id, name, True)
+
+
+def _mark_channels(store: Outbox, item: OutboxItem, took: Sequence[str]) -> None:
+    """Record the channels that already have ``item`` while it is still owed to another, so
+    that a later check (another process, too) does not send it to them again."""
+    for name in took:
+        try:
+            store.mark_channel(item, name)
+        except StateError as exc:
+            log.error("could not record delivery to %s: %s", name, type(exc).__name__)
+
+
 def deliver_outbox(
     store: Outbox,
     target: str,
@@ -110,48 +141,22 @@ def deliver_outbox(
         settled = True
         took: list[str] = []  # channels settled for this item in this round
         for channel in channels:
-            name = channel.name
-            if (item.id, name) in memo or name in item.channels_done:
+            if (item.id, channel.name) in memo or channel.name in item.channels_done:
                 continue
-            if name in down:
+            result = _send_one(channel, item, down)
+            results.append(result)
+            if result.ok or result.permanent:
+                memo.add((item.id, channel.name))
+                took.append(channel.name)
+            else:
                 settled = False
-                results.append(Delivery(item.id, name, False, f"not tried: {down[name]}"))
-                continue
-            if not channel.wants(item.notification):
-                results.append(Delivery(item.id, name, True, skipped=True))
-                memo.add((item.id, name))
-                took.append(name)
-                continue
-            try:
-                channel.send(item.notification)
-            except Exception as exc:  # one broken channel never stops the others
-                text, permanent = _error_text(exc)
-                results.append(Delivery(item.id, name, False, text, permanent))
-                if permanent:
-                    log.error("delivery to %s failed permanently: %s", name, text)
-                    memo.add((item.id, name))
-                    took.append(name)
-                else:
-                    log.error("delivery to %s failed, retried next check: %s", name, text)
-                    down[name] = text
-                    settled = False
-                continue
-            results.append(Delivery(item.id, name, True))
-            memo.add((item.id, name))
-            took.append(name)
         if not settled and now() - item.created_at > max_age:
             log.error("giving up a notification unsent for %.0f s", now() - item.created_at)
             settled = True
         if settled:
             done.append(item)
         else:
-            # Still owed to a channel that is down: remember who already has it, so a later
-            # check (another process, too) does not send it to them again.
-            for name in took:
-                try:
-                    store.mark_channel(item, name)
-                except StateError as exc:
-                    log.error("could not record delivery to %s: %s", name, type(exc).__name__)
+            _mark_channels(store, item, took)
     if done:
         try:
             store.mark_delivered(done, now())

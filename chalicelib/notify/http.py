@@ -130,6 +130,33 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _attempt(
+    channel: str, url: str, body: bytes, headers: Mapping[str, str], timeout: float, shown: float
+) -> Response | str:
+    """One request: the HTTP answer, or why there was none (the text of the error, which
+    names the policy's request timeout ``shown``)."""
+    try:
+        return _request(url, body, headers, timeout)
+    except TimeoutError:
+        return f"{channel}: timed out after {shown:g} s"
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            return f"{channel}: timed out after {shown:g} s"
+        # The reason's text can repeat the host; only its kind is named.
+        return f"{channel}: connection failed ({type(reason).__name__})"
+    except (OSError, ValueError) as exc:
+        return f"{channel}: connection failed ({type(exc).__name__})"
+
+
+def _asked_wait(resp: Response, policy: RetryPolicy) -> float | None:
+    """The wait a 429's ``Retry-After`` asks for, capped; None when there is none."""
+    if resp.status != 429:
+        return None
+    asked = retry_after_seconds(_header(resp.headers, "Retry-After"))
+    return None if asked is None else min(asked, policy.retry_after_max)
+
+
 def post(
     channel: str,
     url: str,
@@ -157,47 +184,27 @@ def post(
     attempt = 0
     last = f"{channel}: not sent"
     last_status: int | None = None
-    while True:
+    while (remaining := deadline - clock()) > 0:
         attempt += 1
-        remaining = deadline - clock()
-        if remaining <= 0:
-            break
         wait: float | None = None
-        try:
-            resp = _request(url, body, sent_headers, min(policy.request_timeout, remaining))
-        except TimeoutError:
-            last, last_status = f"{channel}: timed out after {policy.request_timeout:g} s", None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, TimeoutError):
-                last = f"{channel}: timed out after {policy.request_timeout:g} s"
-            else:
-                # The reason's text can repeat the host; only its kind is named.
-                last = f"{channel}: connection failed ({type(reason).__name__})"
-            last_status = None
-        except (OSError, ValueError) as exc:
-            last, last_status = f"{channel}: connection failed ({type(exc).__name__})", None
+        timeout = min(policy.request_timeout, remaining)
+        resp = _attempt(channel, url, body, sent_headers, timeout, policy.request_timeout)
+        if isinstance(resp, str):
+            last, last_status = resp, None
+        elif resp.status in success:
+            if attempt > 1:
+                log.info("%s delivered after %d attempts", channel, attempt)
+            return resp
         else:
-            if resp.status in success:
-                if attempt > 1:
-                    log.info("%s delivered after %d attempts", channel, attempt)
-                return resp
-            last_status = resp.status
-            last = f"{channel}: HTTP {resp.status}"
+            last, last_status = f"{channel}: HTTP {resp.status}", resp.status
             if not retry(resp.status):
                 log.warning(
                     "%s refused the notification: HTTP %d (permanent)", channel, resp.status
                 )
                 raise NotifyError(last + " (permanent)", permanent=True, status=resp.status)
-            if resp.status == 429:
-                asked = retry_after_seconds(_header(resp.headers, "Retry-After"))
-                if asked is not None:
-                    wait = min(asked, policy.retry_after_max)
-        if attempt >= policy.max_attempts:
-            break
-        if wait is None:
-            wait = policy.backoff(attempt)
-        if clock() + wait >= deadline:
+            wait = _asked_wait(resp, policy)
+        wait = policy.backoff(attempt) if wait is None else wait
+        if attempt >= policy.max_attempts or clock() + wait >= deadline:
             break
         log.info("%s attempt %d failed (%s); retrying in %.2f s", channel, attempt, last, wait)
         policy.sleep(wait)

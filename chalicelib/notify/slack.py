@@ -63,16 +63,9 @@ def _field(name: str, value: Any) -> dict[str, str]:
     return {"type": "mrkdwn", "text": truncate(f"*{escape(name)}*\n{body}", FIELD_MAX)}
 
 
-def build_message(note: Notification) -> dict[str, Any]:
-    """The webhook body for ``note``; always within Slack's block and size limits."""
-    resolved = note.action == RESOLVE
-    marker = RESOLVED_MARKER if resolved else MARKERS.get(note.severity, "")
-    colour = RESOLVED_COLOUR if resolved else COLOURS.get(note.severity, "#808080")
-    prefix = "Resolved: " if resolved else VERBS.get(note.action, "")
-    header = truncate(f"{marker} {prefix}{note.title}".strip(), HEADER_MAX)
-    message = (
-        f"This alert has cleared. {note.message}" if resolved and note.message else note.message
-    )
+def _fields(note: Notification) -> list[dict[str, str]]:
+    """The card's fields: severity, type, queue, subject, since, then the details (at most
+    ``FIELDS_MAX`` in all, the last saying how many details were left out)."""
     fields = [_field("Severity", note.severity.value.upper()), _field("Alert", note.type)]
     if note.queue:
         fields.append(_field("Queue", note.queue))
@@ -88,31 +81,33 @@ def build_message(note: Notification) -> dict[str, Any]:
         fields.append(_field("More", f"{hidden} more details not shown"))
     else:
         fields += [_field(k, v) for k, v in detail_items]
+    return fields[:FIELDS_MAX]
 
-    inner: list[dict[str, Any]] = [{"type": "section", "fields": fields[:FIELDS_MAX]}]
+
+def _card(note: Notification, resolved: bool) -> list[dict[str, Any]]:
+    """The blocks inside the colour bar: fields, recommendation, context line."""
+    inner: list[dict[str, Any]] = [{"type": "section", "fields": _fields(note)}]
     if note.recommendation and not resolved:
-        inner.append(
-            {
-                "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": truncate("*Recommendation*\n" + escape(note.recommendation), 1000),
-                },
-            }
-        )
+        text = truncate("*Recommendation*\n" + escape(note.recommendation), 1000)
+        inner.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     context = (
         f"Target *{escape(note.target)}* · {iso(note.at, 'seconds')} · key `{escape(note.key)}`"
     )
     inner.append(
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": truncate(context, 1000),
-                }
-            ],
-        }
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(context, 1000)}]}
+    )
+    return inner
+
+
+def build_message(note: Notification) -> dict[str, Any]:
+    """The webhook body for ``note``; always within Slack's block and size limits."""
+    resolved = note.action == RESOLVE
+    marker = RESOLVED_MARKER if resolved else MARKERS.get(note.severity, "")
+    colour = RESOLVED_COLOUR if resolved else COLOURS.get(note.severity, "#808080")
+    prefix = "Resolved: " if resolved else VERBS.get(note.action, "")
+    header = truncate(f"{marker} {prefix}{note.title}".strip(), HEADER_MAX)
+    message = (
+        f"This alert has cleared. {note.message}" if resolved and note.message else note.message
     )
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}}
@@ -131,7 +126,7 @@ def build_message(note: Notification) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "text": escape(fallback),
         "blocks": blocks,
-        "attachments": [{"color": colour, "blocks": inner}],
+        "attachments": [{"color": colour, "blocks": _card(note, resolved)}],
     }
     return _shrink(doc)
 
