@@ -282,6 +282,17 @@ class DispatchReport:
     dropped: int = 0  # unreadable, or refused for good by SNS (logged)
     failed: list[str] = field(default_factory=list)  # stream sequence numbers to retry
 
+    def log(self) -> None:
+        """Log the counts of one batch."""
+        log.info(
+            "dispatch: %d published, %d duplicates, %d ignored, %d dropped, %d to retry",
+            len(self.published),
+            self.duplicates,
+            self.ignored,
+            self.dropped,
+            len(self.failed),
+        )
+
     def response(self) -> dict[str, Any]:
         """Lambda's partial batch response (``ReportBatchItemFailures``)."""
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in self.failed]}
@@ -362,23 +373,21 @@ def dispatch_records(
         seen.add(note.id)
         report.published.append(note.id)
         if ledger is not None and key:
-            try:
-                ledger.mark(key, clock())
-            except (ClientError, BotoCoreError) as exc:  # published: a replay may resend it
-                log.warning(
-                    "dispatch: notification %s published but not marked (%s)",
-                    note.id,
-                    type(exc).__name__,
-                )
-    log.info(
-        "dispatch: %d published, %d duplicates, %d ignored, %d dropped, %d to retry",
-        len(report.published),
-        report.duplicates,
-        report.ignored,
-        report.dropped,
-        len(report.failed),
-    )
+            _mark_published(ledger, key, note.id, clock())
+    report.log()
     return report
+
+
+def _mark_published(
+    ledger: DeliveryLedger, key: Mapping[str, Any], note_id: str, now: float
+) -> None:
+    """Mark the item published; a failure is only logged (a replay may then resend it)."""
+    try:
+        ledger.mark(key, now)
+    except (ClientError, BotoCoreError) as exc:
+        log.warning(
+            "dispatch: notification %s published but not marked (%s)", note_id, type(exc).__name__
+        )
 
 
 def _published_before(ledger: DeliveryLedger, key: Mapping[str, Any], note_id: str) -> bool:
