@@ -97,11 +97,17 @@ class DynamoStore:
     """
 
     def __init__(
-        self, table_name: str, client: Any, *, clock: Callable[[], float] = time.time
+        self,
+        table_name: str,
+        client: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table_name = table_name
         self._client = client
         self._clock = clock
+        self._sleep = sleep  # between reads again (a torn read, unprocessed keys)
         self._seen: dict[str, _Seen] = {}
 
     # --- the seam: every call to DynamoDB goes through here ---------------------------------
@@ -165,7 +171,7 @@ class DynamoStore:
             if not torn:
                 break
             if attempt < READ_ATTEMPTS - 1:
-                time.sleep(0.05 * (attempt + 1))
+                self._sleep(0.05 * (attempt + 1))
         if torn:
             # Still not matching after re-reading: the items are gone (expired, or removed by
             # hand). The state is used without them rather than left unusable.
@@ -260,7 +266,7 @@ class DynamoStore:
                 pending = list(left.get("Keys", []))
                 if not pending:
                     break
-                time.sleep(0.05 * 2**attempt)
+                self._sleep(0.05 * 2**attempt)
             if pending:
                 raise StateError(
                     f"DynamoDB table {self.table_name}: BatchGetItem left {len(pending)} key(s)"
