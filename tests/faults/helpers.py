@@ -28,9 +28,10 @@ def settings(url: str, state: Path | None = None, **more: Any) -> Any:
     return load_settings(environ={}, overrides=values)
 
 
-def local_check(url: str, state: Path, **more: Any) -> dict[str, Any]:
-    """One in-process check with the local (SQLite) store, as ``doorman check`` runs it."""
-    return check_once(settings(url, state, **more))
+def local_check(url: str, state: Path, *, at: float | None = None, **more: Any) -> dict[str, Any]:
+    """One in-process check with the local (SQLite) store, as ``doorman check`` runs it;
+    ``at``: the time its clock reads (see :func:`tests.conftest.check_once`)."""
+    return check_once(settings(url, state, **more), at=at)
 
 
 def check_with_store(url: str, store: Any, **more: Any) -> Any:

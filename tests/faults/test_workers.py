@@ -30,9 +30,10 @@ def test_sigkill_while_running_a_task_leaves_an_orphan(redis_server, workers, tm
     local_check(redis_server.url, state, visibility_timeout_seconds=2)  # roster knows it
     worker.kill()  # acks_late: the message stays unacked
 
-    time.sleep(max(0.0, taken_at + 2.5 - time.time()))
     started = time.monotonic()
-    payload = local_check(redis_server.url, state, visibility_timeout_seconds=2)
+    # The check's clock past the visibility timeout instead of waiting for it.
+    at = max(time.time(), taken_at + 2.5)
+    payload = local_check(redis_server.url, state, at=at, visibility_timeout_seconds=2)
     assert time.monotonic() - started < 3.0
     assert statuses(payload) == {HASHER.worker("w1@orphan"): "offline"}
     orphans = [a for a in payload["anomalies"] if a["type"] == "orphaned_task"]
@@ -86,11 +87,14 @@ def test_worker_restarting_under_a_new_name(redis_server, workers, tmp_path, fau
         HASHER.worker("w1@old"): "offline",
         HASHER.worker("w1@new"): "online",
     }
-    time.sleep(1.1)
-    # The old name is forgotten after worker_forget_after_seconds, and the new worker stays
-    # online in every check, back to back. (It once went unheard every other check: a reply
-    # wait that timed out left a BRPOP in flight on a pooled connection.)
-    history = [statuses(local_check(redis_server.url, state, **forget)) for _ in range(5)]
+    # The old name is forgotten after worker_forget_after_seconds (the checks' clock 1.1 s on
+    # instead of waiting), and the new worker stays online in every check, back to back. (It
+    # once went unheard every other check: a reply wait that timed out left a BRPOP in flight
+    # on a pooled connection.)
+    history = [
+        statuses(local_check(redis_server.url, state, at=time.time() + 1.1, **forget))
+        for _ in range(5)
+    ]
     assert all(h == {HASHER.worker("w1@new"): "online"} for h in history), history
     fault_log.record("workers: restart under a new name")
 
