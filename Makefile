@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install redis-server demo test check bench faults clean dashboard
+.PHONY: install redis-server demo test test-fast check bench faults clean dashboard
 
 install: $(STAMP) redis-server
 
@@ -27,6 +27,11 @@ demo: install
 # matrix's summary is printed by `make faults`, which runs in one process.
 test: install
 	$(PY) -m pytest -q -n 3 tests
+
+# The fast lane: unit and contract tests without the slow ones (processes, property runs of
+# hundreds of examples, timing); the full suite above runs those too.
+test-fast: install
+	$(PY) -m pytest -q -n 3 -m "not slow" tests/unit tests/contract
 
 check: install
 	$(VENV)/bin/ruff format --check .

@@ -21,6 +21,8 @@ from chalicelib.state.sqlite import SqliteStore
 from tests.conftest import producer
 from tests.contract.racing import TARGET, dynamodb_racer, sqlite_racer
 
+pytestmark = pytest.mark.slow  # races real check processes and workers: the full suite only
+
 
 def pending_tasks(redis_url: str, count: int = 3) -> None:
     app = producer(redis_url)

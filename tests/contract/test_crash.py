@@ -27,6 +27,8 @@ from tests.conftest import ROOT, clean_env, producer
 TARGET = "default"
 ALERT_KEY = f"workers_down:{TARGET}"
 
+pytestmark = pytest.mark.slow  # starts and kills check processes: the full suite only
+
 
 @dataclass(frozen=True)
 class Snapshot:

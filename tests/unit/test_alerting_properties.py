@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,8 @@ from chalicelib.alerting import (
     step,
 )
 from chalicelib.model import Finding, Severity
+
+pytestmark = pytest.mark.slow  # hundreds of examples a test: the full suite only
 
 TARGET = "prod"
 BLIND = "redis_unreachable"

@@ -367,6 +367,7 @@ KEYS = st.sampled_from(
 )
 
 
+@pytest.mark.slow  # property run: the full suite only
 @given(st.dictionaries(KEYS | st.text(max_size=30), JSON, max_size=12))
 def test_reduce_conf_never_keeps_text_or_unknown_keys(reply):
     kept = reduce_conf(reply)

@@ -254,6 +254,7 @@ emails = st.builds(
 name_text = st.text(alphabet="abcxyz0123456789-_.:@+ ()[]", max_size=30)
 
 
+@pytest.mark.slow  # hundreds of examples
 @settings(max_examples=300, deadline=None)
 @given(prefix=name_text, email=emails, suffix=name_text)
 def test_scrub_never_keeps_an_email_from_its_input(prefix: str, email: str, suffix: str) -> None:
@@ -264,12 +265,14 @@ def test_scrub_never_keeps_an_email_from_its_input(prefix: str, email: str, suff
         assert found not in out
 
 
+@pytest.mark.slow  # hundreds of examples
 @settings(max_examples=300, deadline=None)
 @given(raw=st.one_of(name_text, st.text(max_size=40)))
 def test_scrub_output_has_no_email_shape(raw: str) -> None:
     assert not EMAIL_SHAPE.search(scrub(raw))
 
 
+@pytest.mark.slow  # hundreds of examples
 @settings(max_examples=500, deadline=None)
 @given(raw=st.one_of(name_text, st.text(max_size=40)))
 def test_scrub_is_idempotent(raw: str) -> None:
@@ -277,6 +280,7 @@ def test_scrub_is_idempotent(raw: str) -> None:
     assert scrub(once) == once
 
 
+@pytest.mark.slow  # hundreds of examples
 @settings(max_examples=300, deadline=None)
 @given(prefix=name_text, digits=st.from_regex(r"[1-9][0-9]{4,11}", fullmatch=True))
 def test_scrub_never_keeps_a_long_digit_run(prefix: str, digits: str) -> None:
@@ -285,6 +289,7 @@ def test_scrub_never_keeps_a_long_digit_run(prefix: str, digits: str) -> None:
     assert not re.search(r"\d{5,}", out)
 
 
+@pytest.mark.slow  # hundreds of examples
 @settings(max_examples=200, deadline=None)
 @given(names=st.lists(st.text(alphabet="ab_0123456789@.x", max_size=12), max_size=8, unique=True))
 def test_distinct_queues_never_merge(names: list[str]) -> None:
@@ -405,6 +410,7 @@ def _one_email(text: str) -> str:
     return re.sub(r"(?:\[email\])+", "[email]", text)
 
 
+@pytest.mark.slow  # hundreds of examples
 @settings(max_examples=400, deadline=None)
 @given(
     word=_PLAIN,
@@ -435,6 +441,7 @@ _NAMEISH = st.text(
 )
 
 
+@pytest.mark.slow  # hundreds of examples
 @settings(max_examples=400, deadline=None)
 @given(raw=st.one_of(_NAMEISH, st.text(max_size=40)))
 def test_scrub_output_has_no_address_shape_in_any_script_or_encoding(raw: str) -> None:
@@ -479,6 +486,7 @@ def _repeat(unit: str, size: int) -> str:
     return (unit * (size // len(unit) + 1))[:size]
 
 
+@pytest.mark.slow  # measures time
 @pytest.mark.parametrize("shape", sorted(_HOSTILE))
 def test_scrub_time_grows_linearly(shape: str) -> None:
     # Ten times the input must cost about ten times the time; a quadratic scrubber costs a
@@ -491,6 +499,7 @@ def test_scrub_time_grows_linearly(shape: str) -> None:
     assert t_big / t_small < 40, (shape, t_small, t_big)
 
 
+@pytest.mark.slow  # measures time
 def test_one_megabyte_is_scrubbed_in_bounded_time() -> None:
     text = _repeat(_HOSTILE["mixed"], 1 << 20)
     elapsed = _best_of(2, lambda: scrub(text))
