@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cfnlint.decode import cfn_yaml
 
-from tests.infra.test_deploy_script import deploy, outputs, project  # noqa: F401 (fixture)
+from tests.infra.test_deploy_script import deploy, outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
