@@ -38,7 +38,7 @@ def _stack_parameters(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return dict(a.split("=", 1) for a in argv[start:] if "=" in a and not a.startswith("--"))
 
 
-def test_deploy_passes_every_target_of_doorman_targets(project: Path):  # noqa: F811
+def test_deploy_passes_every_target_of_doorman_targets(project: Path):
     path = project / ".chalice" / "config.json"
     config = json.loads(path.read_text())
     check_env = config["stages"]["dev"]["lambda_functions"]["check"]["environment_variables"]
@@ -57,7 +57,7 @@ def test_deploy_passes_every_target_of_doorman_targets(project: Path):  # noqa: 
     assert params["Target"] == "eu-orders"
 
 
-def test_deploy_of_one_target_names_it(project: Path):  # noqa: F811
+def test_deploy_of_one_target_names_it(project: Path):
     run = deploy(
         project,
         "dev",
