@@ -1,8 +1,11 @@
-"""Everything Doorman reads from Redis in one pipelined round trip.
+"""Everything Doorman reads from Redis, in bounded steps.
 
-Two Lua scripts do the work server-side (queue discovery, depths and peeks in one; the
-unacked summary in the other) and INFO rides in the same pipeline. Message bodies and the
-``unacked`` hash are only ever read inside those scripts.
+SCAN and SSCAN find the binding sets and the queues and workers they name (INFO rides with
+the first SCAN); two Lua scripts measure a bounded slice of queues per call (depths and the
+oldest due message of each list) and summarize the unacked messages, each stopping once it
+has copied a bounded number of bytes and saying where to resume. No single command holds
+Redis for long, whatever it holds. Message bodies and the ``unacked`` hash are only ever
+read inside the scripts.
 """
 
 from __future__ import annotations
