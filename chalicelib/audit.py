@@ -268,7 +268,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _worst(severities: Iterable[Severity]) -> Severity:
-    """The highest severity (by rank: Severity is a StrEnum, ``>`` compares the strings)."""
+    """The highest severity, by rank (``Severity.INFO`` when there is none)."""
     return max(severities, key=lambda s: s.rank, default=Severity.INFO)
 
 

@@ -136,7 +136,6 @@ class MessagePeek:
 
     priority_list: int  # 0 for the plain list, n for "<queue>\x06\x16<n>"
     fingerprint: str  # task id when the message is Celery's, else a digest of its bytes
-    size_bytes: int
     decoded: bool  # False: not JSON, not a kombu envelope, or too large to inspect
     task_id: str | None = None
     task_name: str | None = None
@@ -318,7 +317,6 @@ class Sample:
     errors: tuple[ProbeError, ...]
     redis: dict[str, object]
     unacked_total: int
-    overdue_unacked: int
     visibility_timeout_sec: float | None
     workers_probed: bool
     discovery_truncated: bool

@@ -600,7 +600,6 @@ def sanitize(
         errors=errors,
         redis=redis_info,
         unacked_total=snapshot.unacked.total if snapshot.unacked else 0,
-        overdue_unacked=snapshot.unacked.overdue_total if snapshot.unacked else 0,
         visibility_timeout_sec=vt,
         workers_probed=snapshot.workers_probed,
         discovery_truncated=snapshot.discovery_truncated,

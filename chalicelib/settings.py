@@ -1,7 +1,8 @@
 """Configuration: defaults < YAML config file < environment < command-line flags.
 
-This module is the only reader of ``os.environ`` and of configuration files. Every
-validation error is a :class:`ConfigError` whose message names the offending key
+This module reads Doorman's settings from the environment and configuration files (the
+demo app, the embedded servers and the audit's NO_COLOR check read their own variables).
+Every validation error is a :class:`ConfigError` whose message names the offending key
 (or environment variable, or flag) and never repeats a password.
 """
 

@@ -919,7 +919,6 @@ def _peek_from(raw: dict[str, Any]) -> MessagePeek:
     return MessagePeek(
         priority_list=int(raw.get("l", 0)),
         fingerprint=str(raw.get("f", "")),
-        size_bytes=int(raw.get("s", 0)),
         decoded=bool(raw.get("k")),
         task_id=_text(raw.get("id")),
         task_name=_text(raw.get("t")),

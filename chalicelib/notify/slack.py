@@ -23,7 +23,6 @@ HEADER_MAX = 150
 SECTION_MAX = 3000
 FIELD_MAX = 2000
 FIELDS_MAX = 10
-BLOCKS_MAX = 50
 FALLBACK_MAX = 3000
 # Slack documents no exact byte limit for a webhook message; keep far below the ~40k chars
 # it accepts in text so that no field can push the whole over.

@@ -97,7 +97,6 @@ def test_rules_emit_catalogue_types() -> None:
         errors=(),
         redis={},
         unacked_total=0,
-        overdue_unacked=0,
         visibility_timeout_sec=None,
         workers_probed=False,
         discovery_truncated=False,

@@ -90,7 +90,6 @@ def sample(
         errors=errors,
         redis=redis or {},
         unacked_total=0,
-        overdue_unacked=0,
         visibility_timeout_sec=None,
         workers_probed=workers_probed and redis_ok,
         discovery_truncated=False,

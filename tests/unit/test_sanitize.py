@@ -595,7 +595,7 @@ def test_configured_long_queue_names_match_their_cut_form() -> None:
 def test_sanitize_cuts_huge_queue_and_task_names() -> None:
     huge_task = "tasks.notify_jane@acme.com_" + "t" * 500_000
     one, two = "q_" + "a" * 500_000 + "_one", "q_" + "a" * 500_000 + "_two"
-    peek = MessagePeek(priority_list=0, fingerprint="f", size_bytes=10, decoded=True)
+    peek = MessagePeek(priority_list=0, fingerprint="f", decoded=True)
     snap = snapshot(
         queues=(
             QueueRaw(one, 1, oldest=(replace_task(peek, huge_task),)),
