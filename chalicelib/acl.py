@@ -128,16 +128,22 @@ def _redis_cli_quote(token: str) -> str:
     printable ASCII (a key prefix may hold any byte)."""
     if token and re.fullmatch(r"[!#-&(-\[\]-~]+", token):
         return token
+    return '"' + _escaped(token, '"\\') + '"'
+
+
+def _escaped(token: str, specials: str) -> str:
+    """``token``'s UTF-8 bytes: printable ASCII as is (``specials`` backslashed), every other
+    byte as ``\\xHH``; what both quotings below write between their quotes."""
     out = []
     for byte in token.encode("utf-8"):
         char = chr(byte)
-        if char in '"\\':
+        if char in specials:
             out.append("\\" + char)
         elif 0x20 <= byte < 0x7F:
             out.append(char)
         else:
             out.append(f"\\x{byte:02x}")
-    return '"' + "".join(out) + '"'
+    return "".join(out)
 
 
 def _shell_quote(token: str) -> str:
@@ -147,16 +153,7 @@ def _shell_quote(token: str) -> str:
 
     if all(0x20 <= ord(c) < 0x7F for c in token):
         return shlex.quote(token)
-    out = []
-    for byte in token.encode("utf-8"):
-        char = chr(byte)
-        if char in "'\\":
-            out.append("\\" + char)
-        elif 0x20 <= byte < 0x7F:
-            out.append(char)
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "$'" + "".join(out) + "'"
+    return "$'" + _escaped(token, "'\\") + "'"
 
 
 def render(found: AclRules, user: str, form: str, *, prefix: str, db: int) -> str:

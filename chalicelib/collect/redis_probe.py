@@ -393,7 +393,9 @@ class RedisProbe:
         self._prefix = keyprefix
         self._max_queues = max_queues
         self._sep = sep
-        self._steps = ",".join(str(s) for s in sorted(set(priority_steps)) if 0 < s <= 255)
+        # The lists of a queue: the queue itself (0), then one per priority step.
+        self._levels = (0, *sorted({s for s in priority_steps if 0 < s <= 255}))
+        self._steps = ",".join(str(s) for s in self._levels[1:])
         self._guess_sep = guess_sep
         self._guess_prefix = guess_prefix
         self._guessed_sep: bytes | None = None
@@ -711,7 +713,7 @@ class RedisProbe:
     def _chunks(self, names: list[bytes]) -> list[list[bytes]]:
         """``names`` in slices one script call measures: LISTS_PER_CALL lists at most, and
         NAME_BYTES_PER_CALL bytes of names (a longer name alone)."""
-        per_call = max(1, LISTS_PER_CALL // (1 + self._steps.count(",") + bool(self._steps)))
+        per_call = max(1, LISTS_PER_CALL // len(self._levels))
         chunks: list[list[bytes]] = []
         current: list[bytes] = []
         size = 0
@@ -727,7 +729,7 @@ class RedisProbe:
 
     def _measure_plain(self, names: list[bytes], errors: _Errors) -> tuple[QueueRaw, ...]:
         """Depths by LLEN alone, for a user that may not run scripts: nothing is peeked."""
-        levels = [0, *(int(s) for s in self._steps.split(",") if s)]
+        levels = self._levels
         out: list[QueueRaw] = []
         for chunk in self._chunks(names):
             pipe = self._client.pipeline(transaction=False)
