@@ -11,6 +11,7 @@ import redis
 
 from ..access import broker_access
 from ..model import KOMBU_SEP, Dialect, ProbeError, Snapshot, WorkerRaw
+from ..sanitize import safe_name
 from ..settings import Settings
 from .redis_probe import (
     PRIORITY_STEPS,
@@ -258,7 +259,10 @@ def explicit_dialect(settings: Settings) -> Dialect:
 
 
 def _show(text: str) -> str:
-    return repr(text[:100])
+    """A name from the cluster (queue, prefix, separator) as an error message may hold it:
+    scrubbed and cut by the sanitizer's own rule (a raw cut could leave half an address that
+    scrubbing no longer recognizes), then quoted."""
+    return repr(safe_name(text))
 
 
 def settle_dialect(

@@ -35,6 +35,7 @@ from ..model import (
     UnackedEntry,
     UnackedRaw,
 )
+from ..sanitize import safe_name
 from ..settings import RedisUrl, parse_redis_url
 
 # Larger messages are counted and fingerprinted, not decoded: decoding half a megabyte of
@@ -574,7 +575,7 @@ class RedisProbe:
                     if denied_command(reply) is not None:
                         errors.from_exception(reply)
                     elif "WRONGTYPE" in str(reply):
-                        shown = key[:200].decode("utf-8", "backslashreplace")
+                        shown = safe_name(key.decode("utf-8", "backslashreplace"))
                         errors.add(
                             ProbeError(
                                 "queues",

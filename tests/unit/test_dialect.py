@@ -91,3 +91,12 @@ def test_the_settings_take_a_separator_and_steps() -> None:
             load_settings(environ={"DOORMAN_PRIORITY_STEPS": bad})
     with pytest.raises(ConfigError):
         load_settings(environ={"DOORMAN_PRIORITY_SEPARATOR": "x" * 17})
+
+
+def test_names_in_dialect_errors_are_sanitized_whole_before_any_cut() -> None:
+    """A raw cut could leave half an address that scrubbing no longer recognizes."""
+    from chalicelib.collect.collector import _show
+
+    shown = _show("q" * 95 + "-jane.doe@example.org-" + "z" * 400)
+    assert "jane" not in shown and "example" not in shown
+    assert len(shown) <= 202
