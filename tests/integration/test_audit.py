@@ -144,9 +144,10 @@ def test_samples_show_growth_arrows_and_trends(cluster, tmp_path):
 
     def produce() -> None:
         while not stop.is_set():
-            for _ in range(3):
-                app.quick.apply_async(queue=queue)
-            stop.wait(0.15)
+            # Often enough that every interval between two samples grows, even on a busy
+            # machine: a queue counts as growing only while its last interval grew.
+            app.quick.apply_async(queue=queue)
+            stop.wait(0.03)
 
     filler = threading.Thread(target=produce, daemon=True)
     filler.start()
