@@ -57,30 +57,7 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        path = Path(self.path)
-        existed = path.exists() and path.stat().st_size > 0
-        if existed:
-            _check_is_ours(path)
-        if path.exists():
-            # SQLite creates the WAL and SHM files with the database's mode: a database made
-            # readable earlier exposes them too. The operator's files are not changed.
-            for item, what in ((path, "state file"), *_sidecars(path)):
-                warn_if_exposed(item, what)
-        else:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
-            except OSError as exc:
-                raise StateError(
-                    f"state file {self.path}: cannot create its folder ({exc.strerror})"
-                ) from None
-            try:
-                # Created here, 0600, before SQLite opens it (SQLite would create it 0644
-                # less the umask); its WAL and SHM files then get the same mode from SQLite.
-                create_private(path)
-            except OSError as exc:
-                raise StateError(
-                    f"state file {self.path}: cannot be created ({exc.strerror})"
-                ) from None
+        existed = self._prepare_file()
         with self._translated(_UNREADABLE):
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 10000")
@@ -94,28 +71,9 @@ class SqliteStore:
             if app_id != _APPLICATION_ID:
                 # Only a new file is set up (or one whose setup was cut short: still empty):
                 # opening an existing one must not change a byte of it (it may be unusable,
-                # and is then left as it is). The setup is one transaction, so a check killed
-                # in the middle leaves a file that is either empty or complete.
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-                    conn.execute(
-                        "CREATE TABLE IF NOT EXISTS targets ("
-                        " target TEXT PRIMARY KEY, version INTEGER NOT NULL,"
-                        " body TEXT NOT NULL, updated_at REAL NOT NULL)"
-                    )
-                    _create_tables(conn)
-                    conn.execute("COMMIT")
-                except sqlite3.DatabaseError:
-                    conn.execute("ROLLBACK")
-                    raise
-            elif (
-                conn.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'targets'"
-                ).fetchone()[0]
-                != 1
-            ):
+                # and is then left as it is).
+                _set_up(conn)
+            elif not _has_targets_table(conn):
                 conn.close()
                 raise StateError(
                     f"state file {self.path}: has no 'targets' table; it was left as it is"
@@ -124,6 +82,36 @@ class SqliteStore:
                 _create_tables(conn)  # Doorman's own file from before the outbox existed
         self._conn = conn
         return conn
+
+    def _prepare_file(self) -> bool:
+        """Check the state file before SQLite opens it, or create it privately when missing.
+
+        Returns True when it existed with content (then it must be a Doorman database)."""
+        path = Path(self.path)
+        existed = path.exists() and path.stat().st_size > 0
+        if existed:
+            _check_is_ours(path)
+        if path.exists():
+            # SQLite creates the WAL and SHM files with the database's mode: a database made
+            # readable earlier exposes them too. The operator's files are not changed.
+            for item, what in ((path, "state file"), *_sidecars(path)):
+                warn_if_exposed(item, what)
+            return existed
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
+        except OSError as exc:
+            raise StateError(
+                f"state file {self.path}: cannot create its folder ({exc.strerror})"
+            ) from None
+        try:
+            # Created here, 0600, before SQLite opens it (SQLite would create it 0644
+            # less the umask); its WAL and SHM files then get the same mode from SQLite.
+            create_private(path)
+        except OSError as exc:
+            raise StateError(
+                f"state file {self.path}: cannot be created ({exc.strerror})"
+            ) from None
+        return existed
 
     def load(self, target: str) -> TargetState:
         conn = self._connect()
@@ -266,6 +254,32 @@ def _unfinished_setup(conn: sqlite3.Connection) -> bool:
     tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     user_version = conn.execute("PRAGMA user_version").fetchone()[0]
     return bool(tables == 0 and user_version == 0)
+
+
+def _set_up(conn: sqlite3.Connection) -> None:
+    """Make ``conn``'s file a Doorman state database, in one transaction: a check killed in
+    the middle leaves a file that is either empty or complete."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS targets ("
+            " target TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+            " body TEXT NOT NULL, updated_at REAL NOT NULL)"
+        )
+        _create_tables(conn)
+        conn.execute("COMMIT")
+    except sqlite3.DatabaseError:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _has_targets_table(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'targets'"
+    ).fetchone()[0]
+    return bool(found == 1)
 
 
 def _create_tables(conn: sqlite3.Connection) -> None:
