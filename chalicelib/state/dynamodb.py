@@ -285,24 +285,7 @@ class DynamoStore:
         now = self._clock()
         new_version = expected_version + 1
         previous = self._previous_alerts(target, expected_version)
-
-        writes: list[Item] = []
-        manifest: dict[str, int] = {}
-        known: dict[str, _Known] = {}
-        alert_ttl = _epoch(now + ALERT_TTL_SECONDS)
-        for key, alert in state.alerts.items():
-            body = alert.to_json()
-            before = previous.get(key)
-            if (
-                before is not None
-                and before.body == body
-                and before.expires_at - now > ALERT_REFRESH_SECONDS
-            ):
-                manifest[key], known[key] = before.version, before  # unchanged: not rewritten
-                continue
-            writes.append(self._put(self._alert_item(pk, alert, body, new_version, alert_ttl)))
-            manifest[key] = new_version
-            known[key] = _Known(body, new_version, alert_ttl)
+        writes, manifest, known = self._alert_writes(pk, state, previous, new_version, now)
         deletes = [
             {"Delete": {"TableName": self.table_name, "Key": _key(pk, _alert_sk(key))}}
             for key in previous
@@ -337,6 +320,35 @@ class DynamoStore:
         self._transact(target, sample_put, [*writes, *deletes], outbox_puts)
         self._seen[target] = _Seen(new_version, known)
         return replace(state, version=new_version)
+
+    def _alert_writes(
+        self,
+        pk: str,
+        state: TargetState,
+        previous: Mapping[str, _Known],
+        new_version: int,
+        now: float,
+    ) -> tuple[list[Item], dict[str, int], dict[str, _Known]]:
+        """The puts of the alert items that changed (or are due a TTL refresh), the manifest
+        of every alert item of ``new_version``, and what each of them now holds."""
+        writes: list[Item] = []
+        manifest: dict[str, int] = {}
+        known: dict[str, _Known] = {}
+        alert_ttl = _epoch(now + ALERT_TTL_SECONDS)
+        for key, alert in state.alerts.items():
+            body = alert.to_json()
+            before = previous.get(key)
+            if (
+                before is not None
+                and before.body == body
+                and before.expires_at - now > ALERT_REFRESH_SECONDS
+            ):
+                manifest[key], known[key] = before.version, before  # unchanged: not rewritten
+                continue
+            writes.append(self._put(self._alert_item(pk, alert, body, new_version, alert_ttl)))
+            manifest[key] = new_version
+            known[key] = _Known(body, new_version, alert_ttl)
+        return writes, manifest, known
 
     def _transact(
         self, target: str, sample_put: Item, alert_ops: list[Item], outbox_puts: dict[str, Item]
