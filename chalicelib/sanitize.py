@@ -12,7 +12,7 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -499,6 +499,32 @@ class UnackedSample:
     held_by_live_worker: bool
 
 
+def _unacked_samples(
+    snapshot: Snapshot, hasher: Hasher, privacy: Privacy, queue_names: Mapping[str, str]
+) -> tuple[UnackedSample, ...]:
+    """The overdue unacked entries, hashed, each told whether a live worker may hold it."""
+    if snapshot.unacked is None:
+        return ()
+    held = {
+        tid
+        for w in snapshot.workers
+        if w.status != "offline"
+        for tid in (*(t.task_id for t in w.active), *w.reserved_ids)
+    }
+    any_silent = any(w.status == "not_answering" for w in snapshot.workers)
+    return tuple(
+        UnackedSample(
+            task_id_hash=hasher.task(e.task_id) if e.task_id else None,
+            task_name=privacy.name(e.task_name) if e.task_name else None,
+            queue=(queue_names.get(e.queue) or privacy.name(e.queue)) if e.queue else None,
+            age_sec=round(e.age_sec, 3),
+            # A worker that is alive but silent may hold it: do not call it orphaned.
+            held_by_live_worker=(e.task_id in held) or any_silent,
+        )
+        for e in snapshot.unacked.overdue
+    )
+
+
 MAX_QUEUE_ERRORS = 10
 
 
@@ -558,29 +584,8 @@ def sanitize(
     # The same safe name for a queue wherever it shows, collisions included.
     queue_names = {raw.name: name for raw, name in zip(snapshot.queues, names, strict=True)}
     workers = tuple(_worker_sample(w, now, hasher, privacy, queue_names) for w in snapshot.workers)
-
-    held = {
-        tid
-        for w in snapshot.workers
-        if w.status != "offline"
-        for tid in (*(t.task_id for t in w.active), *w.reserved_ids)
-    }
-    any_silent = any(w.status == "not_answering" for w in snapshot.workers)
-    unacked: tuple[UnackedSample, ...] = ()
-    vt: float | None = None
-    if snapshot.unacked is not None:
-        vt = snapshot.unacked.visibility_timeout_sec
-        unacked = tuple(
-            UnackedSample(
-                task_id_hash=hasher.task(e.task_id) if e.task_id else None,
-                task_name=privacy.name(e.task_name) if e.task_name else None,
-                queue=(queue_names.get(e.queue) or privacy.name(e.queue)) if e.queue else None,
-                age_sec=round(e.age_sec, 3),
-                # A worker that is alive but silent may hold it: do not call it orphaned.
-                held_by_live_worker=(e.task_id in held) or any_silent,
-            )
-            for e in snapshot.unacked.overdue
-        )
+    unacked = _unacked_samples(snapshot, hasher, privacy, queue_names)
+    vt = snapshot.unacked.visibility_timeout_sec if snapshot.unacked is not None else None
     info = snapshot.info
     redis_info: dict[str, object] = {}
     if info is not None:
