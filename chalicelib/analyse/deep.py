@@ -295,27 +295,30 @@ def celery_prefetch(confs: Mapping[str, Conf]) -> ConfigCheck:
     )
 
 
-def visibility_timeout(confs: Mapping[str, Conf], now: float) -> ConfigCheck:
-    """The visibility timeout against the longest ETA wait and the hard time limit.
+@dataclass(frozen=True)
+class _Redelivery:
+    """What the workers' settings say about redelivery, all workers together."""
 
-    kombu's Redis transport redelivers a message not acknowledged within the timeout. ETA and
-    countdown tasks stay unacknowledged in the worker until they are due, and with
-    task_acks_late a running task stays unacknowledged until it ends: either one outliving the
-    timeout is delivered again, and runs twice.
-    """
-    label = "Visibility timeout"
-    if not confs:
-        return _no_conf("visibility_timeout", label)
+    problems: tuple[str, ...]  # each wait or time limit that outlives its worker's timeout
+    needed: float  # the longest of those: the timeout must exceed it
+    shortest: float  # the shortest visibility timeout of any worker
+    longest_wait: float
+    longest_limit: float
+
+
+def _redelivery(confs: Mapping[str, Conf], now: float) -> _Redelivery:
+    """Each worker's visibility timeout (kombu's default when unset) against its latest ETA
+    and its task_time_limit; ``confs`` must not be empty."""
     problems: list[str] = []
     needed = 0.0
-    shortest: float | None = None
+    shortest = math.inf
     longest_wait = 0.0
     longest_limit = 0.0
     for conf in confs.values():
         raw_vt = conf.get("visibility_timeout")
         vt = float(raw_vt) if isinstance(raw_vt, int | float) and raw_vt else None
         vt = vt or DEFAULT_VISIBILITY_TIMEOUT
-        shortest = vt if shortest is None else min(shortest, vt)
+        shortest = min(shortest, vt)
         eta = conf.get("latest_eta")
         if isinstance(eta, int | float) and not isinstance(eta, bool):
             wait = float(eta) - now
@@ -335,24 +338,39 @@ def visibility_timeout(confs: Mapping[str, Conf], now: float) -> ConfigCheck:
                     f"task_time_limit {fmt_seconds(float(limit))} exceeds {fmt_seconds(vt)}:"
                     " a long task is delivered again while it still runs"
                 )
-    assert shortest is not None
-    if problems:
+    return _Redelivery(tuple(problems), needed, shortest, longest_wait, longest_limit)
+
+
+def visibility_timeout(confs: Mapping[str, Conf], now: float) -> ConfigCheck:
+    """The visibility timeout against the longest ETA wait and the hard time limit.
+
+    kombu's Redis transport redelivers a message not acknowledged within the timeout. ETA and
+    countdown tasks stay unacknowledged in the worker until they are due, and with
+    task_acks_late a running task stays unacknowledged until it ends: either one outliving the
+    timeout is delivered again, and runs twice.
+    """
+    label = "Visibility timeout"
+    if not confs:
+        return _no_conf("visibility_timeout", label)
+    found = _redelivery(confs, now)
+    if found.problems:
         # Round up to whole hours, with a margin, so the advice is a value one can paste.
-        suggested = int(math.ceil(needed * 1.25 / 3600.0) * 3600)
-        more = f" (+{len(set(problems)) - 1} more)" if len(set(problems)) > 1 else ""
+        suggested = int(math.ceil(found.needed * 1.25 / 3600.0) * 3600)
+        distinct = len(set(found.problems))
+        more = f" (+{distinct - 1} more)" if distinct > 1 else ""
         return ConfigCheck(
             "visibility_timeout",
             label,
             WARNING,
-            problems[0] + more,
+            found.problems[0] + more,
             f"Raise broker_transport_options={{'visibility_timeout': {suggested}}} above the"
             " longest ETA/countdown and task_time_limit, on workers and producers alike",
         )
-    facts = [fmt_seconds(shortest)]
-    if longest_wait > 0:
-        facts.append(f"longest ETA wait {fmt_seconds(longest_wait)}")
-    if longest_limit > 0:
-        facts.append(f"task_time_limit {fmt_seconds(longest_limit)}")
+    facts = [fmt_seconds(found.shortest)]
+    if found.longest_wait > 0:
+        facts.append(f"longest ETA wait {fmt_seconds(found.longest_wait)}")
+    if found.longest_limit > 0:
+        facts.append(f"task_time_limit {fmt_seconds(found.longest_limit)}")
     return ConfigCheck("visibility_timeout", label, OK, ", ".join(facts))
 
 
