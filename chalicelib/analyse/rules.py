@@ -242,14 +242,16 @@ def redis_memory(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findin
 
 
 def growth(sample: Sample, trends: Trends, th: Thresholds) -> Iterable[Finding]:
-    if not sample.redis_ok:
+    """A finding per growing queue, then what the workers' saturation says of the growth."""
+    if not sample.redis_ok or not trends.growing:
         return
-    growing = trends.growing
-    if not growing:
-        return
-    saturation = sample.saturation_pct
+    yield from _growing_queues(sample, trends, th)
+    yield from _growth_cause(sample, trends)
+
+
+def _growing_queues(sample: Sample, trends: Trends, th: Thresholds) -> Iterable[Finding]:
     total_rate = trends.growth_per_min
-    for t in growing:
+    for t in trends.growing:
         left = th.max_queue_size - sample.total_pending
         eta_min = round(left / total_rate, 1) if total_rate > 0 and left > 0 else None
         when = f"; {th.max_queue_size} reached in about {eta_min} min" if eta_min else ""
@@ -268,7 +270,12 @@ def growth(sample: Sample, trends: Trends, th: Thresholds) -> Iterable[Finding]:
                 "minutes_to_threshold": eta_min,
             },
         )
-    names = ", ".join(t.name for t in growing)
+
+
+def _growth_cause(sample: Sample, trends: Trends) -> Iterable[Finding]:
+    """Ghost workers (answering, little busy, queues growing) or saturated ones, if either."""
+    saturation = sample.saturation_pct
+    names = ", ".join(t.name for t in trends.growing)
     if sample.alive_workers > 0 and saturation < GHOST_SATURATION:
         yield Finding(
             type=AlertType.GHOST_WORKERS,
@@ -291,7 +298,7 @@ def growth(sample: Sample, trends: Trends, th: Thresholds) -> Iterable[Finding]:
             message=f"Saturation {saturation:.1f}% while {names} grow(s){more}",
             details={
                 "saturation_pct": saturation,
-                "growth_per_min": total_rate,
+                "growth_per_min": trends.growth_per_min,
                 "throughput_per_min": trends.throughput_per_min,
                 "extra_slots": extra,
             },
