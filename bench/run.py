@@ -135,9 +135,9 @@ def _slow_client(server: RedisServer) -> Any:
 
 def _check_deps(url: str, **overrides: object) -> tuple[Any, Any]:
     """Settings and dependencies for checks of ``url``, after one warm-up check."""
-    from chalicelib.cli import make_deps
     from chalicelib.runner import run_check
     from chalicelib.settings import load_settings
+    from chalicelib.wiring import local_deps
 
     state_dir = tempfile.mkdtemp(prefix="doorman-bench-")
     settings = load_settings(
@@ -149,7 +149,7 @@ def _check_deps(url: str, **overrides: object) -> tuple[Any, Any]:
             **overrides,
         },
     )
-    deps = make_deps(settings)
+    deps = local_deps(settings)
     run_check(settings, deps)  # the first check learns the roster and the worker detail
     return settings, deps
 
@@ -379,13 +379,13 @@ PEAK_RSS_SCRIPT = (
     PEAK_RSS_FUNCTION
     + """
 import sys, tempfile, os
-from chalicelib.cli import make_deps
+from chalicelib.wiring import local_deps
 from chalicelib.runner import run_check
 from chalicelib.settings import load_settings
 d = tempfile.mkdtemp()
 s = load_settings(environ={}, overrides={"redis_url": sys.argv[1],
     "state_path": os.path.join(d, "s.db"), "hash_secret": "bench"})
-deps = make_deps(s)
+deps = local_deps(s)
 run_check(s, deps)
 run_check(s, deps)
 print(peak_rss_mb())

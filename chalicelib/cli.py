@@ -9,17 +9,19 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .report import safe_text
-from .settings import ConfigError, Settings, load_settings
+from .settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 EXIT_OK = 0
 EXIT_CONFIG = 3
+MAX_AUDIT_SAMPLES = 1000
+MAX_AUDIT_INTERVAL = 3600.0
 
 log = logging.getLogger("doorman")
 
@@ -92,7 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for add in (
+        _add_check,
+        _add_simulate,
+        _add_audit,
+        _add_config,
+        _add_silence,
+        _add_whois,
+        _add_acl,
+    ):
+        add(sub)
+    return parser
 
+
+def _add_check(sub: Any) -> None:
     check = sub.add_parser(
         "check",
         help="check a cluster once or every CHECK_INTERVAL seconds",
@@ -111,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, metavar="S", help="seconds between checks (or $CHECK_INTERVAL)"
     )
 
+
+def _add_simulate(sub: Any) -> None:
     sim = sub.add_parser(
         "simulate",
         help="run real workers on an embedded Redis and check them",
@@ -140,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--tour", action="store_true", help="run every scenario and summarize")
     sim.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
+
+def _add_audit(sub: Any) -> None:
     audit = sub.add_parser(
         "audit",
         help="print a health report; exit 0 healthy, 1 warnings, 2 critical",
@@ -161,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep", action="store_true", help="also analyse the Redis and Celery configuration"
     )
 
+
+def _add_config(sub: Any) -> None:
     sub.add_parser(
         "config",
         help="list every setting: key, environment variable, default, meaning",
@@ -168,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         " environment variable that sets it, its default and what it means.",
     )
 
+
+def _add_silence(sub: Any) -> None:
     silence = sub.add_parser(
         "silence",
         help="mute matching alerts for a while (add, list, remove)",
@@ -188,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rm)
     rm.add_argument("id", metavar="ID")
 
+
+def _add_whois(sub: Any) -> None:
     whois = sub.add_parser(
         "whois",
         help="map a worker (w-...) or task (t-...) hash back to its live name",
@@ -197,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(whois)
     whois.add_argument("hash", metavar="HASH")
 
+
+def _add_acl(sub: Any) -> None:
     acl = sub.add_parser(
         "acl",
         help="print the Redis ACL rules of a least-privilege user for Doorman",
@@ -215,21 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="redis: a line for redis-cli (default); shell: a redis-cli command line;"
         " elasticache: aws elasticache commands (user and user group)",
     )
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    redis_url = getattr(args, "redis_url", None)
-    overrides: dict[str, Any] = {
-        "redis_url": redis_url,
-        # A URL on the command line names the broker too, whatever the environment or the
-        # config file say ("" clears it, and what it overrides is not even validated).
-        "celery_broker_url": "" if redis_url is not None else None,
-        "state_path": getattr(args, "state", None),
-        "target": getattr(args, "target", None),
-        "check_interval_seconds": getattr(args, "interval", None),
-    }
-    return load_settings(config_path=getattr(args, "config", None), overrides=overrides)
+    from .wiring import local_settings
+
+    return local_settings(
+        config_path=getattr(args, "config", None),
+        redis_url=getattr(args, "redis_url", None),
+        state_path=getattr(args, "state", None),
+        target=getattr(args, "target", None),
+        interval=getattr(args, "interval", None),
+    )
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -245,29 +269,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(getattr(args, "verbose", False))
+    commands = {
+        "check": cmd_check,
+        "simulate": cmd_simulate,
+        "audit": cmd_audit,
+        "whois": cmd_whois,
+        "silence": cmd_silence,
+        "acl": cmd_acl,
+        "config": cmd_config,
+    }
     try:
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "simulate":
-            from .simulate import cmd_simulate
-
-            return cmd_simulate(args)
-        if args.command == "audit":
-            from .audit import cmd_audit
-
-            return cmd_audit(args)
-        if args.command == "whois":
-            return cmd_whois(args)
-        if args.command == "silence":
-            return cmd_silence(args)
-        if args.command == "acl":
-            return cmd_acl(args)
-        if args.command == "config":
-            from .settings import config_table
-
-            for row in config_table():
-                _say(row)
-            return 0
+        command = commands.get(args.command)
+        if command is not None:
+            return command(args)
     except ConfigError as exc:
         _say(f"doorman: configuration error: {exc}", sys.stderr)
         return EXIT_CONFIG
@@ -278,38 +292,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def make_deps(settings: Settings) -> Any:
-    """Collector, state store and hasher for local runs."""
-    from .collect import Collector
-    from .runner import Deps
-    from .sanitize import Hasher
-    from .state.sqlite import SqliteStore, local_secret
+def cmd_config(_args: argparse.Namespace) -> int:
+    from .settings import config_table
 
-    state_path = settings.default_state_path
-    secret = settings.hash_secret
-    if not secret:
-        try:
-            secret = local_secret(state_path)
-        except Exception as exc:
-            raise ConfigError(f"state_path: {exc}") from None
-    try:
-        collector = Collector(settings)
-    except (ValueError, TypeError) as exc:
-        # The URL passed validation but the Redis client still refused it; its text may hold
-        # the URL, so only the kind of error is named.
-        key = "celery_broker_url" if settings.celery_broker_url else "redis_url"
-        raise ConfigError(f"{key}: cannot be used ({type(exc).__name__})") from None
-    return Deps(collector=collector, store=SqliteStore(state_path), hasher=Hasher(secret))
+    for row in config_table():
+        _say(row)
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    from .delivery import DeliveryLog
     from .report import render_text
     from .runner import run_check
+    from .wiring import close_deps, local_deps
 
-    deps = make_deps(settings)
+    settings = _settings(args)
+    deps = local_deps(settings)
     stop = threading.Event()
-    from .delivery import DeliveryLog
 
     memo = DeliveryLog()
 
@@ -331,9 +330,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             if args.once or stop.wait(settings.check_interval_seconds):
                 break
     finally:
-        deps.collector.close()
-        if deps.store is not None:
-            deps.store.close()
+        close_deps(deps)
     if stop.is_set():
         _say("doorman: stopped", sys.stderr)
     return EXIT_OK
@@ -479,19 +476,107 @@ def cmd_acl(args: argparse.Namespace) -> int:
 
 
 def cmd_whois(args: argparse.Namespace) -> int:
-    settings = _settings(args)
     from .whois import whois
+    from .wiring import close_deps, local_deps
 
-    deps = make_deps(settings)
+    settings = _settings(args)
+    deps = local_deps(settings)
     try:
         found = whois(settings, deps, args.hash)
     finally:
-        deps.collector.close()
+        close_deps(deps)
     if found is None:
         _say(f"doorman: {args.hash} matches nothing Doorman can see now", sys.stderr)
         return 1
     _say(found)
     return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .audit.render import encodable, render, use_colour
+    from .audit.report import build_report
+    from .audit.sampling import run_audit
+    from .payload import iso
+    from .wiring import close_deps, local_deps
+
+    samples, interval = args.samples, args.sample_interval
+    if not 1 <= samples <= MAX_AUDIT_SAMPLES:
+        raise ConfigError(f"--samples: must be between 1 and {MAX_AUDIT_SAMPLES}")
+    if not 0 <= interval <= MAX_AUDIT_INTERVAL:
+        raise ConfigError(f"--interval: must be between 0 and {MAX_AUDIT_INTERVAL:.0f} seconds")
+    # An audit measures over its own few samples, so each one asks the workers everything
+    # (stats included: the throughput is measured between the audit's samples).
+    settings = replace(_settings(args), worker_detail_interval_seconds=0.0)
+    deps = local_deps(settings)
+    progress = _progress(sys.stderr, samples)
+    try:
+        audit = run_audit(
+            settings, deps, samples=samples, interval=interval, deep=args.deep, progress=progress
+        )
+    finally:
+        if progress is not None and sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+        close_deps(deps)
+    report = build_report(audit, settings.target, iso(audit.samples[0].timestamp))
+    text = render(report, colour=use_colour(sys.stdout))
+    sys.stdout.write(encodable(text, sys.stdout) + "\n")
+    sys.stdout.flush()
+    return report.exit_code
+
+
+def _progress(stream: IO[str], samples: int) -> Callable[[str], None] | None:
+    """The audit's progress line: rewritten in place on a terminal, one line per sample
+    otherwise (and nothing for a single sample off a terminal)."""
+    tty = bool(getattr(stream, "isatty", None) and stream.isatty())
+    if not tty and samples < 2:
+        return None
+
+    def show(text: str) -> None:
+        if tty:
+            stream.write("\r\033[K" + text)
+        else:
+            stream.write(text + "\n")
+        stream.flush()
+
+    return show
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from . import simulate
+    from .embedded import EmbeddedError
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if args.tour:
+            simulate.tour(args.format, out=_print)
+            return EXIT_OK
+        if args.scenario:
+            scenario = simulate.SCENARIOS[args.scenario]
+        elif args.workers < 0 or args.enqueue < 0:
+            _say("doorman: --workers and --enqueue must not be negative", sys.stderr)
+            return EXIT_CONFIG
+        else:
+            scenario = simulate.Scenario("custom", "custom", args.workers, args.enqueue)
+        _say(
+            f"Simulation '{scenario.name}': {scenario.workers} worker(s),"
+            f" {scenario.enqueue} task(s)",
+            sys.stderr,
+        )
+        simulate.show(scenario, max(args.checks, 1), args.format, out=_print)
+    except EmbeddedError as exc:
+        _say(f"doorman: {exc}", sys.stderr)
+        return 1
+    return EXIT_OK
+
+
+def _print(text: str) -> None:
+    """Output of the simulation: built from sanitized payloads (escaped names), flushed so
+    the tour shows each scenario as it ends."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -129,18 +129,14 @@ def build_slots(
 ) -> dict[str, TargetSlot]:
     """One slot per target. A target whose connections cannot be built is kept, unusable,
     so that it is reported on every invocation without stopping the others."""
-    from .collect import Collector
+    from .wiring import collector_for
 
     slots: dict[str, TargetSlot] = {}
     for settings in targets:
         try:
-            collector = Collector(settings)
-        except (ValueError, TypeError) as exc:
-            # The client's text may hold the URL: only the kind of error is kept.
-            key = "celery_broker_url" if settings.celery_broker_url else "redis_url"
-            slots[settings.target] = TargetSlot(
-                settings, None, f"{key}: cannot be used ({type(exc).__name__})"
-            )
+            collector = collector_for(settings)
+        except ConfigError as exc:
+            slots[settings.target] = TargetSlot(settings, None, str(exc))
             continue
         deps = Deps(collector=collector, store=store_for(settings), hasher=Hasher(secret))
         slots[settings.target] = TargetSlot(settings, deps)

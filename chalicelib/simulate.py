@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import signal
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .embedded import EmbeddedError, RedisServer, Worker, point_app_at, wait_for_workers
+from .embedded import RedisServer, Worker, point_app_at, wait_for_workers
 from .report import render_text
 from .settings import load_settings
+from .wiring import close_deps, local_deps
 
 DEMO_APP = "chalicelib.demo_app"
 # The demo's tasks carry made-up personal data; none of it may show in the output.
@@ -98,7 +96,6 @@ def _enqueue(url: str, scenario: Scenario) -> None:
 
 def run_scenario(scenario: Scenario, checks: int = 1) -> list[dict[str, Any]]:
     """Run ``scenario`` on a fresh embedded cluster; return the payload of each check."""
-    from .cli import make_deps
     from .runner import run_check
 
     state_dir = tempfile.mkdtemp(prefix="doorman-sim-")
@@ -117,7 +114,7 @@ def run_scenario(scenario: Scenario, checks: int = 1) -> list[dict[str, Any]]:
                     "worker_discovery_interval_seconds": 3600,
                 },
             )
-            deps = make_deps(settings)
+            deps = local_deps(settings)
             payloads = []
             try:
                 for index in range(checks):
@@ -125,9 +122,7 @@ def run_scenario(scenario: Scenario, checks: int = 1) -> list[dict[str, Any]]:
                         time.sleep(1.0)
                     payloads.append(run_check(settings, deps).payload)
             finally:
-                deps.collector.close()
-                if deps.store is not None:
-                    deps.store.close()
+                close_deps(deps)
             return payloads
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -143,60 +138,38 @@ def _summary_row(name: str, payload: dict[str, Any]) -> str:
     )
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.tour:
-        return _tour(args)
-    if args.scenario:
-        scenario = SCENARIOS[args.scenario]
-    else:
-        if args.workers < 0 or args.enqueue < 0:
-            print("doorman: --workers and --enqueue must not be negative", file=sys.stderr)
-            return 3
-        scenario = Scenario("custom", "custom", workers=args.workers, enqueue=args.enqueue)
-    print(
-        f"Simulation '{scenario.name}': {scenario.workers} worker(s), {scenario.enqueue} task(s)",
-        file=sys.stderr,
-    )
-    try:
-        payloads = run_scenario(scenario, checks=max(args.checks, 1))
-    except EmbeddedError as exc:
-        print(f"doorman: {exc}", file=sys.stderr)
-        return 1
-    for payload in payloads:
-        if args.format == "json":
-            print(json.dumps(payload, indent=2))
-        else:
-            print(render_text(payload))
-    return 0
+Output = Callable[[str], None]
 
 
-def _tour(args: argparse.Namespace) -> int:
+def _render(payload: dict[str, Any], fmt: str) -> str:
+    return json.dumps(payload, indent=2) if fmt == "json" else render_text(payload)
+
+
+def show(scenario: Scenario, checks: int, fmt: str, *, out: Output) -> None:
+    """Run ``scenario`` with ``checks`` checks and write each payload (``fmt``: json, text)."""
+    for payload in run_scenario(scenario, checks=checks):
+        out(_render(payload, fmt))
+
+
+def tour(fmt: str, *, out: Output) -> None:
+    """Every scenario in turn, two checks each, then a summary table."""
     rows: list[str] = []
     started = time.monotonic()
     for name, scenario in SCENARIOS.items():
-        print(f"\n=== {name}: {scenario.description}", flush=True)
-        try:
-            payloads = run_scenario(scenario, checks=2)
-        except EmbeddedError as exc:
-            print(f"doorman: {exc}", file=sys.stderr)
-            return 1
-        last = payloads[-1]
+        out(f"\n=== {name}: {scenario.description}")
+        payloads = run_scenario(scenario, checks=2)
         for index, payload in enumerate(payloads, 1):
-            if args.format == "json":
-                print(json.dumps(payload, indent=2))
-            else:
-                print(f"-- check {index}")
-                print(render_text(payload))
-        rows.append(_summary_row(name, last))
-    print("\nSummary")
-    print(
+            if fmt != "json":
+                out(f"-- check {index}")
+            out(_render(payload, fmt))
+        rows.append(_summary_row(name, payloads[-1]))
+    out("\nSummary")
+    out(
         f"  {'scenario':<14}{'workers':<8}{'pending':>8}{'latency s':>10}  {'satur.':>7}"
         "  firing alerts"
     )
-    print("\n".join(rows))
-    print(
+    out("\n".join(rows))
+    out(
         f"\n{len(rows)} scenarios on real workers in {time.monotonic() - started:.0f} s;"
         " every process was stopped."
     )
-    return 0

@@ -114,9 +114,9 @@ def check_once(settings: Any, *, at: float | None = None) -> dict[str, Any]:
     ``at``: the check's clock reads that time (the collector and the rules take it from
     there), so a test can place a check before or after a limit without waiting for it.
     """
-    from chalicelib.cli import make_deps
+    from chalicelib.wiring import local_deps
 
-    deps = make_deps(settings)
+    deps = local_deps(settings)
     if at is not None:
         deps.clock = lambda: at
     try:

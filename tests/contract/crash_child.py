@@ -19,10 +19,10 @@ import traceback
 from typing import Any
 
 import chalicelib.state.sqlite as sqlite_store
-from chalicelib.cli import make_deps
 from chalicelib.delivery import ConsoleChannel, deliver_outbox
 from chalicelib.runner import run_check
 from chalicelib.settings import load_settings
+from chalicelib.wiring import local_deps
 
 ENVIRON = {"ALERT_COOLDOWN": "0", "DOORMAN_WORKER_TIMEOUT": "0.2"}
 
@@ -47,7 +47,7 @@ def check_then_die(redis_url: str, state_path: str, kill_at: int) -> None:
     settings = load_settings(
         environ=ENVIRON, overrides={"redis_url": redis_url, "state_path": state_path}
     )
-    deps = make_deps(settings)
+    deps = local_deps(settings)
     try:
         result = run_check(settings, deps)
         if result.committed:

@@ -404,14 +404,14 @@ def test_a_worker_started_after_discovery_is_seen_by_the_next_check(
 ) -> None:
     """The binding keys are scanned again only every worker_discovery_interval_seconds;
     a worker that starts in between (its pidbox set is new) is still seen at once."""
-    from chalicelib.cli import make_deps
     from chalicelib.runner import run_check
+    from chalicelib.wiring import local_deps
 
     client = redis_server.client()
     bind(client, "celery")  # the queue is bound before any worker runs
     client.lpush("celery", message())
     settings = checker().settings()
-    deps = make_deps(settings)
+    deps = local_deps(settings)
     try:
         first = run_check(settings, deps).payload
         assert first["metrics"]["alive_workers"] == 0

@@ -161,9 +161,9 @@ def test_checks_go_through_sentinel_and_follow_a_failover(
                 "monitored_queues": ["waiting"],
             },
         )
-        from chalicelib.cli import make_deps
+        from chalicelib.wiring import local_deps
 
-        deps = make_deps(settings)  # one collector for every check, as the loop keeps it
+        deps = local_deps(settings)  # one collector for every check, as the loop keeps it
         try:
             first = run_check(settings, deps).payload
             assert first["errors"] == [], first["errors"]

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from chalicelib.cli import make_deps
 from chalicelib.model import Severity
 from chalicelib.notify import NotifyError, pagerduty
 from chalicelib.notify.pagerduty import PagerDutyChannel
@@ -23,6 +22,7 @@ from chalicelib.notify.sns import (
 )
 from chalicelib.runner import run_check
 from chalicelib.settings import load_settings
+from chalicelib.wiring import local_deps
 from tests.conftest import producer
 from tests.integration.test_privacy import ARGS, KWARGS, scan
 from tests.notify.notes import note, oversized
@@ -71,7 +71,7 @@ def planted_notifications(redis_url: str, tmp_path: Any) -> list[Any]:
             "monitored_queues": [pii_app.PLANTED_QUEUE],
         },
     )
-    deps = make_deps(settings)
+    deps = local_deps(settings)
     try:
         result = run_check(settings, deps)
     finally:

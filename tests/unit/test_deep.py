@@ -20,7 +20,7 @@ from chalicelib.analyse.deep import (
     analyse,
     fmt_seconds,
 )
-from chalicelib.audit import encodable, use_colour
+from chalicelib.audit.render import encodable, use_colour
 from chalicelib.collect.replies import CONF_BOOLS, CONF_NUMBERS, latest_eta, reduce_conf
 from chalicelib.model import QueueSample, Severity, WorkerSample
 from tests.support import pii_app

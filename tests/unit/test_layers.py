@@ -174,3 +174,79 @@ def test_importing_the_pure_layer_loads_no_impure_module() -> None:
     ]
     assert project == []
     assert third_party == []
+
+
+def runtime_imports_of(name: str) -> set[str]:
+    """The project modules ``name`` imports when it runs (at any depth of its code, but not
+    under ``if TYPE_CHECKING:``); ``from pkg import submodule`` counts as the submodule only."""
+    path = module_path(name)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            modules = {f"{target}.{a.name}" for a in node.names}
+            modules = {
+                m for m in modules if m.startswith("chalicelib.") and module_path(m).exists()
+            }
+            found.update(modules if len(modules) == len(node.names) else {target, *modules})
+    return {m for m in found if m == "chalicelib" or m.startswith("chalicelib.")}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle of ``graph`` (one path per strongly connected group)."""
+    found: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                found.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def project_modules() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_no_import_circle() -> None:
+    """No module of the project imports, however indirectly, a module that imports it back
+    (the command line is wired from ``wiring``, never imported by what it runs)."""
+    graph = {name: runtime_imports_of(name) for name in project_modules()}
+    assert "chalicelib.cli" in graph
+    assert cycles(graph) == []
+
+
+def test_the_circle_check_finds_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]

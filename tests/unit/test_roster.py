@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from chalicelib.check import update_roster
 from chalicelib.model import WorkerSample
-from chalicelib.runner import update_roster
 from chalicelib.state import WorkerRecord
 
 

@@ -1,99 +1,21 @@
-"""``doorman audit``: a human report of one cluster, with an exit code for CI.
-
-The audit runs N ordinary checks S seconds apart with ``run_check(..., dry_run=True)``: it
-reads the stored state (roster, observations) but never writes it, so it changes no alert
-state and sends nothing. Between its own samples it carries the state forward in memory, so
-the later samples know the workers and oldest messages the earlier ones saw. The findings
-are evaluated directly on the last sample and the trends of the audit's own samples (no
-pending-for-N), and their severities decide the exit code: 2 when any is critical or an
-emergency, 1 for warnings (config risks and workers at capacity included), else 0.
-
-Everything shown comes from sanitized samples and the allow-listed worker settings; names
-are printed with control characters escaped, and colour is used only on a terminal when
-``NO_COLOR`` is not set.
-"""
+"""The audit's report, built from its samples without I/O: sections of rows, recommendations
+and the exit code."""
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
-from .alerting import Notification, Silence
-from .analyse.deep import ConfigCheck, ConfValue, analyse, fmt_bytes, fmt_seconds
-from .analyse.rules import evaluate
-from .analyse.trends import Trends, compute_trends, diagnosis, history_entry
-from .model import Finding, ProbeError, QueueSample, Sample, Severity, WorkerSample
-from .report import safe_text
-from .runner import CheckResult, Deps, run_check
-from .sanitize import Hasher
-from .settings import ConfigError, Settings, Thresholds
-from .state import CheckStore, StateError, TargetState
-
-if TYPE_CHECKING:
-    from .collect import Collector
+from ..analyse.deep import ConfigCheck, fmt_bytes, fmt_seconds
+from ..analyse.trends import Trends, diagnosis
+from ..model import Finding, ProbeError, QueueSample, Sample, Severity, WorkerSample
+from ..report import safe_text
+from ..thresholds import Thresholds
 
 EXIT_HEALTHY, EXIT_WARNINGS, EXIT_CRITICAL = 0, 1, 2
-MAX_SAMPLES = 1000
-MAX_INTERVAL = 3600.0
 MAX_QUEUE_ROWS = 25
-RULE = 64
 
 OK, WARNING, CRITICAL, UNKNOWN, INFO = "ok", "warning", "critical", "unknown", "info"
-
-
-# --- sampling ----------------------------------------------------------------------------------
-
-
-class _ReadOnlyStore:
-    """The real store read once; later loads return the state the previous sample left.
-
-    Nothing is ever written: the audit must not move alerts, the roster or the outbox.
-    """
-
-    def __init__(self, inner: CheckStore) -> None:
-        self._inner = inner
-        self._state: TargetState | None = None
-
-    def advance(self, state: TargetState) -> None:
-        self._state = state
-
-    def load(self, target: str) -> TargetState:
-        if self._state is None:
-            self._state = self._inner.load(target)
-        return self._state
-
-    def commit(
-        self,
-        target: str,
-        state: TargetState,
-        expected_version: int,
-        outbox: Sequence[Notification] = (),
-    ) -> TargetState:
-        raise StateError("the audit does not write the state")
-
-    def silences(self, now: float | None = None) -> list[Silence]:
-        # Silences only mute notifications, and the audit sends none and shows none: no
-        # need to read them for every sample.
-        return []
-
-
-@dataclass(frozen=True)
-class DeepData:
-    """What ``--deep`` collects beyond a check, already reduced to safe values."""
-
-    redis_config: dict[str, str] | None  # CONFIG GET save/appendonly; None when refused
-    confs: dict[str, dict[str, ConfValue]]  # allow-listed Celery settings by worker hash
-    errors: tuple[ProbeError, ...] = ()
-    # Commands Doorman's Redis user may run and never needs (FLUSHALL, ...); None: unknown.
-    excess_rights: tuple[str, ...] | None = None
-
-
-DeepProbe = Callable[["Collector", Sample, Hasher], DeepData]
 
 
 @dataclass(frozen=True)
@@ -113,34 +35,6 @@ class Audit:
         return self.samples[-1]
 
 
-def collect_deep(collector: Collector, sample: Sample, hasher: Hasher) -> DeepData:
-    """Persistence settings from Redis and the allow-listed settings of the live workers.
-
-    Uses the audit's own collector: the workers that answered its last sample are asked by
-    name (``destination=``), so the broadcast ends as soon as they have all answered.
-    """
-    config, errors = collector.persistence_config()
-    online = {w.id_hash for w in sample.workers if w.status == "online"}
-    result = collector.worker_conf(lambda name: hasher.worker(name) in online)
-    confs = {hasher.worker(name): dict(conf) for name, conf in result.confs.items()}
-    return DeepData(
-        config, confs, errors + result.errors, excess_rights=_excess_rights(collector.settings)
-    )
-
-
-def _excess_rights(settings: Settings) -> tuple[str, ...] | None:
-    """What Doorman's Redis user may do beyond its needs (see ``acl.excess_rights``), or
-    None when that cannot be told (Redis gone meanwhile, MULTI refused)."""
-    import redis
-
-    from .acl import excess_rights_of
-
-    try:
-        return excess_rights_of(settings)
-    except (redis.RedisError, OSError, ValueError):
-        return None
-
-
 def rights_check(excess: tuple[str, ...] | None) -> ConfigCheck:
     """The audit's line on Doorman's own rights: a warning when its Redis user can harm the
     broker (FLUSHALL, CONFIG SET, DEL or LPOP on a queue, ...), which a monitor never needs."""
@@ -157,73 +51,6 @@ def rights_check(excess: tuple[str, ...] | None) -> ConfigCheck:
         "Give Doorman a Redis user of its own with the rules 'doorman acl' prints (README:"
         " Running with least privilege): a monitor should not be able to harm the broker",
     )
-
-
-def run_audit(
-    settings: Settings,
-    deps: Deps,
-    *,
-    samples: int = 1,
-    interval: float = 10.0,
-    deep: bool = False,
-    progress: Callable[[str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    deep_probe: DeepProbe = collect_deep,
-) -> Audit:
-    """Take ``samples`` dry-run checks ``interval`` seconds apart; analyse the result."""
-    started = time.monotonic()
-    store = _ReadOnlyStore(deps.store) if deps.store is not None else None
-    sampling = Deps(collector=deps.collector, store=store, hasher=deps.hasher, clock=deps.clock)
-    results: list[CheckResult] = []
-    for index in range(samples):
-        if index:
-            sleep(max(0.0, started + index * interval - time.monotonic()))
-        if progress is not None:
-            progress(f"Sampling {index + 1}/{samples}...")
-        result = run_check(settings, sampling, dry_run=True)
-        if store is not None:
-            store.advance(result.state)
-        results.append(result)
-    taken = tuple(r.sample for r in results)
-    last = taken[-1]
-    history: list[dict[str, Any]] = []
-    for earlier in taken[:-1]:
-        if earlier.redis_ok:
-            history.append(history_entry(earlier, history))
-    trends = compute_trends(history, last)
-    findings = tuple(evaluate(last, trends, settings.thresholds))
-    checks: tuple[ConfigCheck, ...] | None = None
-    deep_errors: tuple[ProbeError, ...] = ()
-    if deep and last.redis_ok:
-        if progress is not None:
-            progress("Checking the configuration...")
-        data = deep_probe(deps.collector, last, deps.hasher)
-        checks = (
-            *analyse(
-                last.redis,
-                last.workers,
-                data.confs,
-                now=deps.clock(),
-                redis_config=data.redis_config,
-                queues=last.queues,
-            ),
-            rights_check(data.excess_rights),
-        )
-        deep_errors = data.errors
-    return Audit(
-        samples=taken,
-        trends=trends,
-        findings=findings,
-        deep=checks,
-        deep_errors=deep_errors,
-        thresholds=settings.thresholds,
-        interval=interval,
-        elapsed=time.monotonic() - started,
-        deep_requested=deep,
-    )
-
-
-# --- the report model --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -272,7 +99,7 @@ def _worst(severities: Iterable[Severity]) -> Severity:
     return max(severities, key=lambda s: s.rank, default=Severity.INFO)
 
 
-def _level(severity: Severity) -> str:
+def level_of(severity: Severity) -> str:
     if severity.rank >= Severity.CRITICAL.rank:
         return CRITICAL
     return WARNING if severity.rank >= Severity.WARNING.rank else OK
@@ -327,7 +154,7 @@ def _infrastructure(audit: Audit, findings_by_type: dict[str, list[Finding]]) ->
                 memory = f"{fmt_bytes(used)} of {fmt_bytes(limit)} ({pct:.0f}%)"
             else:
                 memory = f"{fmt_bytes(used)} used, no maxmemory"
-            level = _level(_worst(f.severity for f in findings_by_type.get("redis_memory", [])))
+            level = level_of(_worst(f.severity for f in findings_by_type.get("redis_memory", [])))
             rows.append(Row(level, ("Memory", memory)))
     else:
         cause = next((e for e in last.errors if e.component == "redis"), None)
@@ -379,7 +206,7 @@ def _worker_row(w: WorkerSample, finding: Finding | None, alive: int) -> Row:
         return Row(OK, cells)
     if w.status == "unknown":
         return Row(UNKNOWN, (w.id_hash, "unknown (Redis unreachable)"))
-    level = _level(finding.severity) if finding else (CRITICAL if alive == 0 else WARNING)
+    level = level_of(finding.severity) if finding else (CRITICAL if alive == 0 else WARNING)
     return Row(level, (w.id_hash, w.status.replace("_", " ")))
 
 
@@ -414,7 +241,7 @@ def _queues(audit: Audit, findings: Sequence[Finding]) -> Section:
         note = "CONGESTED" if congested else ""
         if q.problem:
             note = (note + " " if note else "") + safe_text(q.problem)
-        rows.append(Row(_level(severity), cells, note))
+        rows.append(Row(level_of(severity), cells, note))
     if len(queues) > MAX_QUEUE_ROWS:
         rows.append(Row(INFO, (f"... and {len(queues) - MAX_QUEUE_ROWS} more queue(s)",)))
     if not rows:
@@ -604,174 +431,3 @@ def build_report(audit: Audit, target: str, timestamp: str) -> Report:
         elapsed=audit.elapsed,
         exit_code=code,
     )
-
-
-# --- rendering ---------------------------------------------------------------------------------
-
-_COLOURS = {
-    OK: "\033[32m",
-    WARNING: "\033[33m",
-    CRITICAL: "\033[31m",
-    UNKNOWN: "\033[2m",
-    INFO: "\033[36m",
-    "bold": "\033[1m",
-    "dim": "\033[2m",
-}
-_RESET = "\033[0m"
-_GLYPHS = {OK: "✓", WARNING: "!", CRITICAL: "✗", UNKNOWN: "?", INFO: "·"}
-_ASCII = str.maketrans(
-    {
-        "✓": "+",
-        "✗": "x",
-        "·": "-",
-        "↑": "^",
-        "↓": "v",
-        "→": "->",
-        "≥": ">=",
-        "═": "=",
-        "•": "*",
-        "—": "-",
-        "×": "x",
-    }
-)
-
-
-def use_colour(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
-    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
-    env = os.environ if environ is None else environ
-    if env.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
-def render(report: Report, *, colour: bool = False) -> str:
-    def paint(text: str, style: str) -> str:
-        return f"{_COLOURS[style]}{text}{_RESET}" if colour and text else text
-
-    rule = "═" * RULE
-    plural = "s" if report.samples != 1 else ""
-    how = f"{report.samples} sample{plural}"
-    if report.samples > 1:
-        how += f", {fmt_seconds(report.interval)} apart"
-    if report.deep:
-        how += ", deep"
-    lines = [
-        paint(f"Doorman audit — target {report.target}", "bold"),
-        paint(f"{report.timestamp} · {how}", "dim"),
-        rule,
-    ]
-    plurals = {"warning": "warnings", "emergency": "emergencies"}
-    summary = ", ".join(
-        f"{report.counts[s.value]} "
-        + (plurals.get(s.value, s.value) if report.counts[s.value] > 1 else s.value)
-        for s in sorted((Severity(k) for k in report.counts), key=lambda s: -s.rank)
-    )
-    status_style = {"healthy": OK}.get(report.level, report.level)
-    lines.append(
-        paint(f"{_GLYPHS[status_style]} Status: {report.level.upper()}", status_style)
-        + (f" ({summary})" if summary else "")
-    )
-    for section in report.sections:
-        lines.append("")
-        lines.append(paint(section.title, "bold"))
-        widths: dict[int, int] = {}
-        for row in section.rows:
-            for index, cell in enumerate(row.cells[:-1]):
-                widths[index] = min(max(widths.get(index, 0), len(safe_text(cell))), 40)
-        for row in section.rows:
-            # Every cell escaped here too, whoever built the row (escaped text is unchanged).
-            cells = [
-                safe_text(cell).ljust(widths.get(i, 0))
-                if i < len(row.cells) - 1
-                else safe_text(cell)
-                for i, cell in enumerate(row.cells)
-            ]
-            text = "  ".join(cells).rstrip()
-            if row.note:
-                text += " — " + paint(safe_text(row.note), row.level)
-            lines.append(f"  {paint(_GLYPHS[row.level], row.level)} {text}")
-    lines.append("")
-    lines.append(rule)
-    lines.append(paint("Recommendations", "bold"))
-    if not report.recommendations:
-        lines.append(f"  {paint(_GLYPHS[OK], OK)} nothing to do")
-    for r in report.recommendations:
-        times = f" (×{r.count})" if r.count > 1 else ""
-        tag = paint(f"[{r.severity.value}]", _level(r.severity))
-        lines.append(f"  • {tag} {safe_text(r.title)}{times}: {safe_text(r.text)}")
-        if r.detail:
-            more = " (the first of them)" if r.count > 1 else ""
-            lines.append("    " + paint(safe_text(r.detail) + more, "dim"))
-    lines.append("")
-    lines.append(rule)
-    closing = {
-        "healthy": "All systems healthy",
-        WARNING: "Warnings found",
-        CRITICAL: "Critical problems found",
-    }[report.level]
-    lines.append(
-        paint(f"{_GLYPHS[status_style]} {closing} (exit {report.exit_code})", status_style)
-    )
-    lines.append(f"Audit completed in {report.elapsed:.1f} s")
-    return "\n".join(lines)
-
-
-def encodable(text: str, stream: TextIO) -> str:
-    """``text``, with ASCII stand-ins for the glyphs when ``stream`` cannot encode them."""
-    encoding = getattr(stream, "encoding", None) or "utf-8"
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return text.translate(_ASCII).encode("ascii", "replace").decode("ascii")
-    return text
-
-
-# --- the command -------------------------------------------------------------------------------
-
-
-def _progress(stream: TextIO, samples: int) -> Callable[[str], None] | None:
-    tty = bool(getattr(stream, "isatty", None) and stream.isatty())
-    if not tty and samples < 2:
-        return None
-
-    def show(text: str) -> None:
-        if tty:
-            stream.write("\r\033[K" + text)
-        else:
-            stream.write(text + "\n")
-        stream.flush()
-
-    return show
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    from .cli import _settings, make_deps
-    from .payload import iso
-
-    samples, interval = args.samples, args.sample_interval
-    if not 1 <= samples <= MAX_SAMPLES:
-        raise ConfigError(f"--samples: must be between 1 and {MAX_SAMPLES}")
-    if not 0 <= interval <= MAX_INTERVAL:
-        raise ConfigError(f"--interval: must be between 0 and {MAX_INTERVAL:.0f} seconds")
-    # An audit measures over its own few samples, so each one asks the workers everything
-    # (stats included: the throughput is measured between the audit's samples).
-    settings = replace(_settings(args), worker_detail_interval_seconds=0.0)
-    deps = make_deps(settings)
-    progress = _progress(sys.stderr, samples)
-    try:
-        audit = run_audit(
-            settings, deps, samples=samples, interval=interval, deep=args.deep, progress=progress
-        )
-    finally:
-        if progress is not None and sys.stderr.isatty():
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-        deps.collector.close()
-        if deps.store is not None:
-            deps.store.close()
-    report = build_report(audit, settings.target, iso(audit.samples[0].timestamp))
-    text = render(report, colour=use_colour(sys.stdout))
-    sys.stdout.write(encodable(text, sys.stdout) + "\n")
-    sys.stdout.flush()
-    return report.exit_code
