@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import redis
 
 from ..access import broker_access
-from ..model import KOMBU_SEP, Dialect, ProbeError, Snapshot, WorkerRaw
+from ..model import KOMBU_SEP, Dialect, ProbeError, QueueRaw, Snapshot, WorkerRaw
 from ..sanitize import safe_name
 from ..settings import Settings
 from .redis_probe import (
@@ -22,7 +22,7 @@ from .redis_probe import (
     describe_error,
 )
 from .replies import mark_silent
-from .worker_probe import ConfResult, WorkerProbe
+from .worker_probe import ConfResult, WorkerProbe, WorkerResult
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 
@@ -166,34 +166,13 @@ class Collector:
         started = time.perf_counter()
         now = clock()
         phases: dict[str, float] = {}
-        vt = (
-            settings.visibility_timeout_seconds
-            or plan.visibility_timeout
-            or DEFAULT_VISIBILITY_TIMEOUT
-        )
-        # The queues the workers consume (from the last detail) are counted in the same
-        # round trip, so one without a binding does not need a second pass.
-        consumed_before = (q for w in self._detail.values() for q in w.queues)
-        asked = tuple(dict.fromkeys((*settings.monitored_queues, *consumed_before)))
         explicit = explicit_dialect(settings)
         assumed = explicit.over(plan.dialect)
-        # Look for lists named with another separator until a worker has confirmed ours.
-        confirmed = plan.dialect is not None and plan.dialect.sep is not None
-        self._redis = self._probe_for(
-            assumed, explicit, verify_sep=not confirmed, known=self._known_bindings()
-        )
         try:
-            result = self._redis.collect(asked, now, vt)
+            result = self._read_redis(plan, explicit, assumed, now)
         except (redis.RedisError, OSError) as exc:
             phases["redis_ms"] = _ms(started)
-            return Snapshot(
-                target=settings.target,
-                taken_at=now,
-                redis_ok=False,
-                errors=(describe_error(exc, settings.redis_timeout_seconds, tls=self._tls),),
-                duration_ms=_ms(started),
-                phase_ms=phases,
-            )
+            return self._redis_down(now, exc, started, phases)
         phases["redis_ms"] = _ms(started)
 
         self._keep_bindings()
@@ -201,34 +180,15 @@ class Collector:
         used = used.over(assumed)
         self._workers.configure(keyprefix=used.global_keyprefix or "", sep=used.sep or KOMBU_SEP)
         t_workers = time.perf_counter()
-        candidates = [n for n in result.worker_names if not plan.skip_worker(n)]
-        budget = self._worker_budget()
-        discover = plan.discover_workers == "always" or (
-            plan.discover_workers == "if_none" and not candidates
-        )
-        tick = time.monotonic()
-        overdue = result.unacked is not None and result.unacked.overdue_total > 0
-        detail = self._detail_due(tick, candidates, overdue)
-        workers = self._workers.probe(candidates, discover=discover, budget=budget, detail=detail)
-        found = self._with_detail(workers.workers, detail, tick, candidates)
-        if any(w.status != "online" for w in found):
-            found = mark_silent(found, self._redis.pidbox_subscribers(result.pidbox_exchanges))
+        workers = self._ask_workers(plan, result)
+        found = workers.workers
         phases["workers_ms"] = _ms(t_workers)
         self._online = tuple(w.hostname for w in found if w.status == "online")
 
         reported = [w.dialect for w in found if w.status == "online" and w.dialect is not None]
         learned, dialect_errors = settle_dialect(reported, result, explicit, used)
         errors: list[ProbeError] = [*result.errors, *workers.errors, *dialect_errors]
-        queues = result.queues
-        consumed = {q for w in found for q in w.queues}
-        missing = tuple(sorted(consumed - {q.name for q in queues}))
-        if missing:
-            # Named by a worker's fresh detail but not counted yet (no binding): count it too.
-            try:
-                queues = queues + self._redis.measure([m.encode() for m in missing], now)
-            except (redis.RedisError, OSError) as exc:
-                errors.append(describe_error(exc, settings.redis_timeout_seconds, tls=self._tls))
-
+        queues = result.queues + self._measure_unbound(found, result.queues, now, errors)
         return Snapshot(
             target=settings.target,
             taken_at=now,
@@ -247,6 +207,79 @@ class Collector:
             duration_ms=_ms(started),
             phase_ms=phases,
         )
+
+    def _read_redis(
+        self, plan: ProbePlan, explicit: Dialect, assumed: Dialect, now: float
+    ) -> RedisResult:
+        """Plan this check's read of Redis (which queues, which key names) and run it."""
+        settings = self.settings
+        vt = (
+            settings.visibility_timeout_seconds
+            or plan.visibility_timeout
+            or DEFAULT_VISIBILITY_TIMEOUT
+        )
+        # The queues the workers consume (from the last detail) are counted in the same
+        # round trip, so one without a binding does not need a second pass.
+        consumed_before = (q for w in self._detail.values() for q in w.queues)
+        asked = tuple(dict.fromkeys((*settings.monitored_queues, *consumed_before)))
+        # Look for lists named with another separator until a worker has confirmed ours.
+        confirmed = plan.dialect is not None and plan.dialect.sep is not None
+        self._redis = self._probe_for(
+            assumed, explicit, verify_sep=not confirmed, known=self._known_bindings()
+        )
+        return self._redis.collect(asked, now, vt)
+
+    def _redis_down(
+        self, now: float, exc: BaseException, started: float, phases: dict[str, float]
+    ) -> Snapshot:
+        """The snapshot of a check that could not talk to Redis at all."""
+        settings = self.settings
+        return Snapshot(
+            target=settings.target,
+            taken_at=now,
+            redis_ok=False,
+            errors=(describe_error(exc, settings.redis_timeout_seconds, tls=self._tls),),
+            duration_ms=_ms(started),
+            phase_ms=phases,
+        )
+
+    def _ask_workers(self, plan: ProbePlan, result: RedisResult) -> WorkerResult:
+        """Ask the workers the bindings name (and, as the plan says, any a ping finds),
+        each with fresh detail or the last; the silent ones told dead or alive."""
+        candidates = [n for n in result.worker_names if not plan.skip_worker(n)]
+        budget = self._worker_budget()
+        discover = plan.discover_workers == "always" or (
+            plan.discover_workers == "if_none" and not candidates
+        )
+        tick = time.monotonic()
+        overdue = result.unacked is not None and result.unacked.overdue_total > 0
+        detail = self._detail_due(tick, candidates, overdue)
+        workers = self._workers.probe(candidates, discover=discover, budget=budget, detail=detail)
+        found = self._with_detail(workers.workers, detail, tick, candidates)
+        if any(w.status != "online" for w in found):
+            found = mark_silent(found, self._redis.pidbox_subscribers(result.pidbox_exchanges))
+        return WorkerResult(found, workers.errors)
+
+    def _measure_unbound(
+        self,
+        workers: tuple[WorkerRaw, ...],
+        counted: tuple[QueueRaw, ...],
+        now: float,
+        errors: list[ProbeError],
+    ) -> tuple[QueueRaw, ...]:
+        """The queues the workers consume that were not counted yet; a failure to count them
+        goes to ``errors``."""
+        consumed = {q for w in workers for q in w.queues}
+        missing = tuple(sorted(consumed - {q.name for q in counted}))
+        if not missing:
+            return ()
+        # Named by a worker's fresh detail but not counted yet (no binding): count it too.
+        try:
+            return self._redis.measure([m.encode() for m in missing], now)
+        except (redis.RedisError, OSError) as exc:
+            timeout = self.settings.redis_timeout_seconds
+            errors.append(describe_error(exc, timeout, tls=self._tls))
+            return ()
 
 
 def explicit_dialect(settings: Settings) -> Dialect:
@@ -273,71 +306,91 @@ def settle_dialect(
     The workers' own broker options are the truth when they answer (all of them should
     agree); what the keys suggested is kept but named as a guess until a worker confirms it.
     """
-    errors: list[ProbeError] = []
-
-    def say(message: str) -> None:
-        errors.append(ProbeError("queues", "dialect", message))
-
     worker = reported[0] if reported else None
+    messages: list[str] = []
     if any(d != worker for d in reported[1:]):
-        say(
+        messages.append(
             "the workers disagree on the broker's key options (sep, priority_steps,"
             " global_keyprefix): the first worker's are used"
         )
+    messages += _separator_doubts(worker, result, explicit)
+    messages += _prefix_doubts(worker, result, explicit, used)
+    for queue, sep in result.foreign_priority_lists[:5]:
+        messages.append(
+            f"lists named {_show(queue + sep)}<n> lie beside the queue {_show(queue)}: kombu's"
+            f" separator seems to be {_show(sep)} (set priority_separator: {_show(sep)})"
+        )
+    messages += _setting_conflicts(worker, explicit)
+    learned = worker if worker is not None else Dialect()
+    learned = learned.over(result.guessed)
+    return learned, tuple(ProbeError("queues", "dialect", m) for m in messages)
+
+
+def _separator_doubts(worker: Dialect | None, result: RedisResult, explicit: Dialect) -> list[str]:
+    """The binding members read with a separator no worker confirms, or not read at all."""
+    doubts: list[str] = []
     guessed = result.guessed
     if guessed.sep is not None and (worker is None or worker.sep != guessed.sep):
-        say(
+        doubts.append(
             f"the binding members use the separator {_show(guessed.sep)}, not kombu's default"
             f" {_show(KOMBU_SEP)}: they were read with it, but no live worker confirms it"
             f" (set priority_separator: {_show(guessed.sep)} to make it explicit)"
         )
     if result.members_sep is not None:
-        say(
+        doubts.append(
             f"the binding members do not use the separator set in priority_separator"
             f" ({_show(explicit.sep or KOMBU_SEP)}) but {_show(result.members_sep)}: they"
             " were not read (correct priority_separator, or leave it unset to learn it)"
         )
+    return doubts
+
+
+def _prefix_doubts(
+    worker: Dialect | None, result: RedisResult, explicit: Dialect, used: Dialect
+) -> list[str]:
+    """The key prefix read with no worker confirming it, or Celery's keys not found under it."""
+    doubts: list[str] = []
     prefix = used.global_keyprefix
     confirmed = worker is not None and worker.global_keyprefix == prefix
     if prefix and explicit.global_keyprefix is None and not confirmed:
         where = (
             "found Celery's keys under the key prefix"
-            if guessed.global_keyprefix is not None
+            if result.guessed.global_keyprefix is not None
             else "reading the key prefix learned before,"
         )
-        say(
+        doubts.append(
             f"{where} {_show(prefix)}, but no live worker answers under it"
             f" (set global_keyprefix: {_show(prefix)} to make it explicit)"
         )
     if (
         not result.looked_everywhere
         and not result.worker_names
-        and guessed.global_keyprefix is None
+        and result.guessed.global_keyprefix is None
     ):
-        say(
+        doubts.append(
             "no worker's binding was found in the part of the database discovery read:"
             " workers may be there, unseen (set global_keyprefix, or monitored_queues)"
         )
     if result.other_prefixes:
         shown = ", ".join(_show(p) for p in result.other_prefixes[:5])
-        say(
+        doubts.append(
             f"no Celery keys under the key prefix {_show(used.global_keyprefix or '')}; found"
             f" them under {shown}: set global_keyprefix to the one to watch"
         )
-    for queue, sep in result.foreign_priority_lists[:5]:
-        say(
-            f"lists named {_show(queue + sep)}<n> lie beside the queue {_show(queue)}: kombu's"
-            f" separator seems to be {_show(sep)} (set priority_separator: {_show(sep)})"
-        )
-    if worker is not None:
-        for name in ("sep", "priority_steps", "global_keyprefix"):
-            mine, theirs = getattr(explicit, name), getattr(worker, name)
-            if mine is not None and theirs is not None and mine != theirs:
-                setting = "priority_separator" if name == "sep" else name
-                say(f"{setting} is set to {mine!r} but the workers use {theirs!r}")
-    learned = worker if worker is not None else Dialect()
-    learned = learned.over(guessed)
-    return learned, tuple(errors)
+    return doubts
+
+
+def _setting_conflicts(worker: Dialect | None, explicit: Dialect) -> list[str]:
+    """The key-naming settings that the answering workers contradict."""
+    if worker is None:
+        return []
+    conflicts: list[str] = []
+    for name in ("sep", "priority_steps", "global_keyprefix"):
+        mine, theirs = getattr(explicit, name), getattr(worker, name)
+        if mine is not None and theirs is not None and mine != theirs:
+            setting = "priority_separator" if name == "sep" else name
+            conflicts.append(f"{setting} is set to {mine!r} but the workers use {theirs!r}")
+    return conflicts
 
 
 def _ms(since: float) -> float:
