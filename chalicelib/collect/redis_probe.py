@@ -416,42 +416,12 @@ class RedisProbe:
         errors = _Errors()
         if self._scripts == "none":
             self._scripts = "evalsha"  # rights may have been granted since the last check
-        pipe = self._client.pipeline(transaction=False)
-        if self._known is None:
-            pipe.scan(0, match=self._binding_pattern(), count=SCAN_COUNT)
-        pipe.info()
-        *first_scan, info_raw = pipe.execute(raise_on_error=False)
-        info = None
-        if isinstance(info_raw, BaseException):
-            _raise_unless_response(info_raw)
-            errors.from_exception(info_raw)
-        else:
-            info = _info_from(info_raw)
-        if self._known is None:
-            self.discovered = self._scan_bindings(first_scan[0], self._binding_pattern(), errors)
-        found_keys = self.discovered or BindingKeys({}, complete=True)
-        if not found_keys.complete:
-            errors.add(
-                ProbeError(
-                    "queues",
-                    "discovery",
-                    f"binding discovery stopped after {MAX_SCAN_CALLS * SCAN_COUNT:,} keys of a"
-                    " larger database (a result backend beside the broker?): queues bound in"
-                    " the keys not read are missed; name them in monitored_queues",
-                )
-            )
-        bindings = self._bindings(self._keys_under(found_keys, self._prefix), errors)
+        info = self._info_and_scan(errors)
+        found_keys, bindings = self._discover(errors)
         prefix_guess: str | None = None
         others: list[str] = []
         if self._guess_prefix and not bindings.queues and not bindings.workers:
-            if found_keys.scanned and set(found_keys.by_prefix) <= {self._prefix}:
-                # Nothing here: one more SCAN, under every prefix (kept with the rest).
-                first = self._client.scan(0, match=ANY_PREFIX_PATTERN, count=SCAN_COUNT)
-                found_keys = self._scan_bindings(first, ANY_PREFIX_PATTERN, errors)
-                self.discovered = found_keys
-            others = sorted(p for p in found_keys.by_prefix if p != self._prefix)[
-                :MAX_OTHER_PREFIXES
-            ]
+            found_keys, others = self._other_prefixes(found_keys, errors)
             if len(others) == 1:
                 # Nothing here, and one other prefix has Celery's keys: read those.
                 prefix_guess, others = others[0], []
@@ -499,6 +469,54 @@ class RedisProbe:
 
     # --- discovery ------------------------------------------------------------------------
 
+    def _info_and_scan(self, errors: _Errors) -> RedisInfo | None:
+        """INFO (None when it fails), with the first SCAN for binding keys in the same round
+        trip unless the caller handed in a recent discovery's keys; a SCAN's keys go to
+        ``discovered``."""
+        pipe = self._client.pipeline(transaction=False)
+        if self._known is None:
+            pipe.scan(0, match=self._binding_pattern(), count=SCAN_COUNT)
+        pipe.info()
+        *first_scan, info_raw = pipe.execute(raise_on_error=False)
+        info = None
+        if isinstance(info_raw, BaseException):
+            _raise_unless_response(info_raw)
+            errors.from_exception(info_raw)
+        else:
+            info = _info_from(info_raw)
+        if self._known is None:
+            self.discovered = self._scan_bindings(first_scan[0], self._binding_pattern(), errors)
+        return info
+
+    def _discover(self, errors: _Errors) -> tuple[BindingKeys, _Bindings]:
+        """The binding keys discovered (or cached) and what they name under the prefix
+        assumed; a discovery that stopped short is an error."""
+        found_keys = self.discovered or BindingKeys({}, complete=True)
+        if not found_keys.complete:
+            errors.add(
+                ProbeError(
+                    "queues",
+                    "discovery",
+                    f"binding discovery stopped after {MAX_SCAN_CALLS * SCAN_COUNT:,} keys of a"
+                    " larger database (a result backend beside the broker?): queues bound in"
+                    " the keys not read are missed; name them in monitored_queues",
+                )
+            )
+        return found_keys, self._bindings(self._keys_under(found_keys, self._prefix), errors)
+
+    def _other_prefixes(
+        self, found_keys: BindingKeys, errors: _Errors
+    ) -> tuple[BindingKeys, list[str]]:
+        """The binding keys under every prefix, and the prefixes other than the one assumed
+        that hold any (MAX_OTHER_PREFIXES at most); called when that one holds none."""
+        if found_keys.scanned and set(found_keys.by_prefix) <= {self._prefix}:
+            # Nothing here: one more SCAN, under every prefix (kept with the rest).
+            first = self._client.scan(0, match=ANY_PREFIX_PATTERN, count=SCAN_COUNT)
+            found_keys = self._scan_bindings(first, ANY_PREFIX_PATTERN, errors)
+            self.discovered = found_keys
+        others = sorted(p for p in found_keys.by_prefix if p != self._prefix)
+        return found_keys, others[:MAX_OTHER_PREFIXES]
+
     def _binding_pattern(self) -> str:
         head = self._prefix + "_kombu.binding."
         # The prefix is literal text: escape the glob characters SCAN MATCH would interpret.
@@ -544,69 +562,70 @@ class RedisProbe:
         its truncation error comes from SCARD.
         """
         head = len((self._prefix + "_kombu.binding.").encode())
+        cursors, pidboxes = _sets_to_read(keys, head)
+        queue_keys = [k for k in cursors if not k[head:].endswith(b".pidbox")]
         queues: dict[bytes, None] = {}
         workers: list[str] = []
-        pidboxes: list[str] = []
-        cursors: dict[bytes, int] = {}
-        for key in keys:
-            exchange = key[head:].decode("utf-8", "replace")
-            if exchange.startswith("reply.") or exchange == "celeryev":
-                continue
-            cursors[key] = 0
-            if exchange.endswith(".pidbox"):
-                pidboxes.append(exchange)
-        queue_keys = [k for k in cursors if not k[head:].endswith(b".pidbox")]
         members_read = 0
         rounds = 0
         while cursors and rounds < MAX_ROUNDS:
             rounds += 1
-            pipe = self._client.pipeline(transaction=False)
-            order = list(cursors)
-            for key in order:
-                pipe.sscan(key, cursors[key], count=SSCAN_COUNT)
-            replies = pipe.execute(raise_on_error=False)
-            if rounds == 1:
-                self._maybe_guess_sep(
-                    [m for r in replies if not isinstance(r, BaseException) for m in r[1]]
-                )
-            for key, reply in zip(order, replies, strict=True):
-                if isinstance(reply, BaseException):
-                    _raise_unless_response(reply)
-                    if denied_command(reply) is not None:
-                        errors.from_exception(reply)
-                    elif "WRONGTYPE" in str(reply):
-                        shown = safe_name(key.decode("utf-8", "backslashreplace"))
-                        errors.add(
-                            ProbeError(
-                                "queues",
-                                "wrong_type",
-                                f"the binding key {shown} is not a set: the queues it would"
-                                " name are not discovered",
-                            )
-                        )
-                    del cursors[key]
-                    continue
-                cursor, members = reply
-                members_read += len(members)
-                exchange = key[head:].decode("utf-8", "replace")
-                self._read_members(exchange, members, queues, workers)
-                if cursor == 0:
-                    del cursors[key]
-                else:
-                    cursors[key] = cursor
+            members_read += self._sscan_round(
+                cursors, head, queues, workers, errors, first=rounds == 1
+            )
             enough = len(queues) > self._max_queues or members_read >= MAX_MEMBERS
             if enough and all(not k[head:].endswith(b".pidbox") for k in cursors):
                 break
             if enough:
                 cursors = {k: c for k, c in cursors.items() if k[head:].endswith(b".pidbox")}
         finished = not cursors
-        total = 0
-        if not finished and queue_keys:
-            pipe = self._client.pipeline(transaction=False)
-            for key in queue_keys:
-                pipe.scard(key)
-            total = sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+        total = self._members_total(queue_keys) if not finished and queue_keys else 0
         return _Bindings(list(queues), workers, pidboxes, total, finished)
+
+    def _sscan_round(
+        self,
+        cursors: dict[bytes, int],
+        head: int,
+        queues: dict[bytes, None],
+        workers: list[str],
+        errors: _Errors,
+        *,
+        first: bool,
+    ) -> int:
+        """One pipelined SSCAN step of every set in ``cursors``: the members go into
+        ``queues`` and ``workers``, each cursor moves on (a set done or failed leaves
+        ``cursors``). Returns how many members were read."""
+        pipe = self._client.pipeline(transaction=False)
+        order = list(cursors)
+        for key in order:
+            pipe.sscan(key, cursors[key], count=SSCAN_COUNT)
+        replies = pipe.execute(raise_on_error=False)
+        if first:
+            self._maybe_guess_sep(
+                [m for r in replies if not isinstance(r, BaseException) for m in r[1]]
+            )
+        read = 0
+        for key, reply in zip(order, replies, strict=True):
+            if isinstance(reply, BaseException):
+                _binding_failed(key, reply, errors)
+                del cursors[key]
+                continue
+            cursor, members = reply
+            read += len(members)
+            exchange = key[head:].decode("utf-8", "replace")
+            self._read_members(exchange, members, queues, workers)
+            if cursor == 0:
+                del cursors[key]
+            else:
+                cursors[key] = cursor
+        return read
+
+    def _members_total(self, keys: list[bytes]) -> int:
+        """How many members the sets ``keys`` hold together (SCARD; a failure counts 0)."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.scard(key)
+        return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
 
     def _maybe_guess_sep(self, members: list[bytes]) -> None:
         """When none of the binding members holds the separator assumed, find the one they
@@ -883,6 +902,39 @@ class RedisProbe:
         pipe.script_load(QUEUES_LUA)
         pipe.script_load(UNACKED_LUA)
         pipe.execute()
+
+
+def _sets_to_read(keys: list[bytes], head: int) -> tuple[dict[bytes, int], list[str]]:
+    """The binding sets worth reading (not reply queues' or events'), each with its SSCAN
+    cursor at the start, and the pidbox exchanges among them; ``head``: the length of the
+    keys' ``<prefix>_kombu.binding.``."""
+    cursors: dict[bytes, int] = {}
+    pidboxes: list[str] = []
+    for key in keys:
+        exchange = key[head:].decode("utf-8", "replace")
+        if exchange.startswith("reply.") or exchange == "celeryev":
+            continue
+        cursors[key] = 0
+        if exchange.endswith(".pidbox"):
+            pidboxes.append(exchange)
+    return cursors, pidboxes
+
+
+def _binding_failed(key: bytes, reply: BaseException, errors: _Errors) -> None:
+    """Note why a binding set could not be read; raises for a broken Redis."""
+    _raise_unless_response(reply)
+    if denied_command(reply) is not None:
+        errors.from_exception(reply)
+    elif "WRONGTYPE" in str(reply):
+        shown = safe_name(key.decode("utf-8", "backslashreplace"))
+        errors.add(
+            ProbeError(
+                "queues",
+                "wrong_type",
+                f"the binding key {shown} is not a set: the queues it would"
+                " name are not discovered",
+            )
+        )
 
 
 def _loads(raw: Any) -> Any:

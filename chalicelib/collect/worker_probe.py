@@ -183,6 +183,16 @@ class WorkerProbe:
         self._conn: Any = None
 
     def _celery(self) -> Any:
+        """The probe's Celery app, made anew when there is none (or it had to be dropped)."""
+        self._drop_stale()
+        if self._app is None:
+            self._app = self._new_app()
+            self._app_started = time.monotonic()
+        return self._app
+
+    def _drop_stale(self) -> None:
+        """Close what must not be reused: an app as old as ``reconnect_after`` allows, and
+        behind Sentinel the connection kept from the last exchange."""
         age = self._access.reconnect_after
         if (
             self._app is not None
@@ -196,59 +206,62 @@ class WorkerProbe:
             with contextlib.suppress(Exception):
                 self._conn.release()
             self._conn = None
-        if self._app is None:
-            from celery import Celery  # imported lazily: it is the bulk of a cold start
 
-            broker = kombu_broker(self._broker_url, self._access)
-            app = Celery(
-                "doorman-probe", broker=broker.url, set_as_current=False, control=_control()
-            )
-            provider = self._access.credential_provider
-            if provider is not None:
-                from kombu.connection import Connection
+    def _new_app(self) -> Any:
+        """A private Celery app for remote control only: fail-fast, never retrying."""
+        from celery import Celery  # imported lazily: it is the bulk of a cold start
 
-                # Celery hands kombu no credential provider of its own: every connection
-                # the app makes authenticates through the one redis-py uses (IAM token).
-                app.amqp.Connection = functools.partial(Connection, credential_provider=provider)
-            options: dict[str, Any] = {
+        broker = kombu_broker(self._broker_url, self._access)
+        app = Celery("doorman-probe", broker=broker.url, set_as_current=False, control=_control())
+        provider = self._access.credential_provider
+        if provider is not None:
+            from kombu.connection import Connection
+
+            # Celery hands kombu no credential provider of its own: every connection
+            # the app makes authenticates through the one redis-py uses (IAM token).
+            app.amqp.Connection = functools.partial(Connection, credential_provider=provider)
+        if broker.ssl is not None:
+            app.conf.broker_use_ssl = broker.ssl
+        app.conf.update(
+            broker_transport_options=self._transport_options(broker),
+            broker_connection_retry=False,
+            broker_connection_retry_on_startup=False,
+            broker_connection_max_retries=0,
+            broker_connection_timeout=self._connect_timeout,
+            broker_pool_limit=2,
+            broker_heartbeat=0,
+        )
+        return app
+
+    def _transport_options(self, broker: KombuBroker) -> dict[str, Any]:
+        """kombu's Redis transport options: bounded timeouts, decoy unacked keys, the
+        cluster's dialect, then the broker URL's own options."""
+        options: dict[str, Any] = {
+            "socket_timeout": self._connect_timeout,
+            "socket_connect_timeout": self._connect_timeout,
+            "retry_on_timeout": False,
+            "unacked_key": _DECOY_PREFIX + "unacked",
+            "unacked_index_key": _DECOY_PREFIX + "unacked_index",
+            "unacked_mutex_key": _DECOY_PREFIX + "unacked_mutex",
+            "visibility_timeout": 10 * 365 * 86400,
+            # Sets kombu's BRPOP timeout: closing a connection whose reply wait timed out
+            # reads the pending BRPOP first, so this bounds that close.
+            "polling_interval": 0.1,
+        }
+        if self._keyprefix:
+            options["global_keyprefix"] = self._keyprefix
+        if self._sep != KOMBU_SEP:
+            options["sep"] = self._sep
+        # The URL's own options win, as they do for redis-py (Redis.from_url).
+        options.update(broker.transport_options)
+        if "sentinel_kwargs" in options:
+            # Asking a Sentinel is bounded like any other connection of the probe.
+            options["sentinel_kwargs"] = {
                 "socket_timeout": self._connect_timeout,
                 "socket_connect_timeout": self._connect_timeout,
-                "retry_on_timeout": False,
-                "unacked_key": _DECOY_PREFIX + "unacked",
-                "unacked_index_key": _DECOY_PREFIX + "unacked_index",
-                "unacked_mutex_key": _DECOY_PREFIX + "unacked_mutex",
-                "visibility_timeout": 10 * 365 * 86400,
-                # Sets kombu's BRPOP timeout: closing a connection whose reply wait timed out
-                # reads the pending BRPOP first, so this bounds that close.
-                "polling_interval": 0.1,
+                **options["sentinel_kwargs"],
             }
-            if self._keyprefix:
-                options["global_keyprefix"] = self._keyprefix
-            if self._sep != KOMBU_SEP:
-                options["sep"] = self._sep
-            # The URL's own options win, as they do for redis-py (Redis.from_url).
-            options.update(broker.transport_options)
-            if "sentinel_kwargs" in options:
-                # Asking a Sentinel is bounded like any other connection of the probe.
-                options["sentinel_kwargs"] = {
-                    "socket_timeout": self._connect_timeout,
-                    "socket_connect_timeout": self._connect_timeout,
-                    **options["sentinel_kwargs"],
-                }
-            if broker.ssl is not None:
-                app.conf.broker_use_ssl = broker.ssl
-            app.conf.update(
-                broker_transport_options=options,
-                broker_connection_retry=False,
-                broker_connection_retry_on_startup=False,
-                broker_connection_max_retries=0,
-                broker_connection_timeout=self._connect_timeout,
-                broker_pool_limit=2,
-                broker_heartbeat=0,
-            )
-            self._app = app
-            self._app_started = time.monotonic()
-        return self._app
+        return options
 
     def configure(self, *, keyprefix: str, sep: str) -> None:
         """Speak the cluster's dialect: the workers look up the reply binding Doorman writes
@@ -331,32 +344,7 @@ class WorkerProbe:
                     errors.append(ProbeError("workers", "timeout", "no time left to ask"))
         except Exception as exc:
             errors.append(describe_remote_error(exc))
-        workers = []
-        for name in names:
-            data = reduced.get(name)
-            if data is None:
-                workers.append(WorkerRaw(hostname=name, status="not_answering"))
-                continue
-            workers.append(
-                WorkerRaw(
-                    hostname=name,
-                    status="online",
-                    concurrency=data.concurrency,
-                    pool=data.pool,
-                    active=data.active,
-                    reserved=len(data.reserved_ids),
-                    scheduled=len(data.scheduled_ids),
-                    reserved_ids=data.reserved_ids + data.scheduled_ids,
-                    processed=data.processed,
-                    queues=data.queues,
-                    prefetch_count=data.prefetch_count,
-                    uptime_sec=data.uptime_sec,
-                    visibility_timeout_sec=data.visibility_timeout,
-                    dialect=data.dialect,
-                    answered=tuple(data.answered),
-                )
-            )
-        return WorkerResult(tuple(workers), tuple(errors))
+        return WorkerResult(tuple(_worker_from(n, reduced.get(n)) for n in names), tuple(errors))
 
     def conf(self, names: Iterable[str], budget: float) -> ConfResult:
         """Ask ``names`` for their settings (``conf``) and the ETAs they hold (``scheduled``).
@@ -497,6 +485,30 @@ class WorkerProbe:
         finally:
             channel.after_reply_message_received(queue.name)
         return received >= expected
+
+
+def _worker_from(hostname: str, data: Reduced | None) -> WorkerRaw:
+    """One worker as the probe saw it: ``online`` with what its replies said, or
+    ``not_answering`` when none arrived."""
+    if data is None:
+        return WorkerRaw(hostname=hostname, status="not_answering")
+    return WorkerRaw(
+        hostname=hostname,
+        status="online",
+        concurrency=data.concurrency,
+        pool=data.pool,
+        active=data.active,
+        reserved=len(data.reserved_ids),
+        scheduled=len(data.scheduled_ids),
+        reserved_ids=data.reserved_ids + data.scheduled_ids,
+        processed=data.processed,
+        queues=data.queues,
+        prefetch_count=data.prefetch_count,
+        uptime_sec=data.uptime_sec,
+        visibility_timeout_sec=data.visibility_timeout,
+        dialect=data.dialect,
+        answered=tuple(data.answered),
+    )
 
 
 _GUARD = threading.Lock()
