@@ -46,6 +46,8 @@ class Silence:
     id: str
     starts_at: float
     ends_at: float
+    # Text rather than AlertType, as in AlertState and Notification: what is stored may name
+    # a type of another Doorman version, and is kept (and matched) as it was written.
     type: str | None = None
     target: str | None = None
     queue: str | None = None
@@ -85,7 +87,7 @@ class Silence:
 @dataclass(frozen=True)
 class AlertState:
     key: str
-    type: str
+    type: str  # an AlertType's value, or a type of another version read back from the state
     severity: Severity
     state: str  # "pending" | "firing"
     title: str
@@ -123,7 +125,7 @@ class Notification:
     id: str
     action: str
     key: str
-    type: str
+    type: str  # as in AlertState
     severity: Severity
     target: str
     title: str
@@ -171,12 +173,12 @@ def _notify(action: str, alert: AlertState, target: str, now: float) -> Notifica
     )
 
 
-def muted_types(findings: Iterable[Finding]) -> set[str] | None:
+def muted_types(findings: Iterable[Finding]) -> set[AlertType] | None:
     """Types inhibited by the findings present; None means every type but the blind one."""
     types = {f.type for f in findings}
     if BLIND_TYPE in types:
         return None
-    muted: set[str] = set()
+    muted: set[AlertType] = set()
     for name in types:
         kind = kind_of(name)
         if kind is not None:

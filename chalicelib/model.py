@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # alert_types imports Severity from here
+    from .alert_types import AlertType
 
 
 class Severity(StrEnum):
@@ -360,7 +364,7 @@ class Sample:
 class Finding:
     """What one rule concluded about one sample; ``subject`` tells apart several of a type."""
 
-    type: str
+    type: AlertType
     severity: Severity
     title: str
     message: str

@@ -350,7 +350,7 @@ def limit_findings(findings: list[Finding]) -> list[Finding]:
     every alert is state written with each check (a DynamoDB transaction holds 100 items). The
     payload's anomalies and queues still list everything; the kept findings say how many more.
     """
-    by_type: dict[str, list[Finding]] = {}
+    by_type: dict[AlertType, list[Finding]] = {}
     for f in findings:
         by_type.setdefault(f.type, []).append(f)
     kept: list[Finding] = []

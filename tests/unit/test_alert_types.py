@@ -59,6 +59,26 @@ def test_a_type_is_its_name_in_text_keys_and_json() -> None:
     assert {"queue_growing": 1}[AlertType.QUEUE_GROWING] == 1
 
 
+def test_alerts_and_notifications_of_a_finding_serialize_as_with_plain_names() -> None:
+    """A Finding's type is an AlertType; what the alert lifecycle makes of it is stored and
+    sent byte for byte as it was when types were plain strings."""
+    import json
+    from dataclasses import replace
+
+    from chalicelib.alerting import step
+
+    def stored(kind: str) -> tuple[str, str]:
+        f = replace(finding(AlertType.WORKERS_DOWN, Severity.EMERGENCY), type=kind)
+        alerts, notes = step({}, [f], target="prod", now=100.0, policy=Policy())
+        (alert,) = alerts.values()
+        (note,) = notes
+        return json.dumps(alert.to_json(), sort_keys=True), json.dumps(note.to_json())
+
+    as_member, as_text = stored(AlertType.WORKERS_DOWN), stored("workers_down")
+    assert as_member == as_text
+    assert '"type": "workers_down"' in as_member[0] and '"type": "workers_down"' in as_member[1]
+
+
 def test_workers_down_inhibits_what_it_always_did() -> None:
     old = {"backlog_explosion", "high_latency", "queue_growing", "ghost_workers", "saturation_high"}
     assert old == INHIBITED_BY_WORKERS_DOWN
@@ -125,8 +145,32 @@ def test_a_typo_in_what_workers_down_inhibits_is_a_type_error(
         f" inhibits={inhibits})\n"
     )
     good = source.replace(inhibits, "frozenset({AlertType.BACKLOG_EXPLOSION})")
+    _assert_only_bad_is_a_type_error(tmp_path, source, good)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "AlertType.QUEUE_GROWNG",  # a misspelt member
+        '"queue_growing"',  # a bare string
+    ],
+)
+def test_a_finding_of_a_type_not_from_the_catalogue_is_a_type_error(
+    tmp_path: Path, kind: str
+) -> None:
+    source = (
+        "from chalicelib.alert_types import AlertType\n"
+        "from chalicelib.model import Finding, Severity\n"
+        f"FOUND = Finding(type={kind}, severity=Severity.WARNING, title='t', message='m')\n"
+    )
+    good = source.replace(kind, "AlertType.QUEUE_GROWING")
+    _assert_only_bad_is_a_type_error(tmp_path, source, good)
+
+
+def _assert_only_bad_is_a_type_error(tmp_path: Path, bad_source: str, good_source: str) -> None:
+    """mypy --strict passes ``good_source`` and finds an error on line 3 of ``bad_source``."""
     results = []
-    for name, text in (("bad.py", source), ("good.py", good)):
+    for name, text in (("bad.py", bad_source), ("good.py", good_source)):
         (tmp_path / name).write_text(text)
         results.append(
             subprocess.run(
