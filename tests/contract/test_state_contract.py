@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.alerting import AlertState, Notification, Silence, notification_id
+from chalicelib.alert_types import kind_of
+from chalicelib.alerting import AlertState, Notification, Policy, Silence, notification_id, step
 from chalicelib.model import Observation, Severity
 from chalicelib.state import StateConflict, StateError, TargetState, WorkerRecord
 from chalicelib.state.base import OUTBOX_TTL_SECONDS
@@ -105,6 +106,27 @@ def test_commit_then_load_round_trips_every_field(backend):
     loaded = backend.open().load(T)  # a new store, as the next check is
     assert loaded == replace(state, version=1)
     assert backend.open().load("another-target") == TargetState()
+
+
+def test_a_type_this_version_does_not_know_still_loads_and_resolves(backend):
+    """Another Doorman version may have stored an alert, a notification or a silence of a type
+    not in this catalogue: each is read back as it was, and the alert resolves aloud."""
+    future = "queue_stalled"
+    assert kind_of(future) is None
+    key = f"{future}:{T}:emails"
+    state = replace(full_state(), alerts={key: alert(key)})
+    backend.open().commit(T, state, 0, [note(key, NOW)])
+    backend.open().add_silence(Silence("s-9", NOW - 10, NOW + 100, type=future))
+    store = backend.open()
+    loaded = store.load(T)
+    assert loaded == replace(state, version=1)
+    assert loaded.alerts[key].type == future
+    (item,) = store.undelivered(T)
+    assert item.notification.type == future
+    assert [s.type for s in store.silences(NOW)] == [future]
+    alerts, notes = step(loaded.alerts, [], target=T, now=NOW + 60, policy=Policy(resolve_after=1))
+    assert alerts == {}
+    assert [(n.action, n.type, n.key) for n in notes] == [("resolve", future, key)]
 
 
 def test_each_commit_increments_the_version_and_replaces_the_alerts(backend):
