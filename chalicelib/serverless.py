@@ -338,40 +338,51 @@ def dispatch_records(
         if report.failed:  # stopped at an earlier record
             report.failed.append(sequence)
             continue
-        try:
-            note = _outbox_notification(record)
-        except ValueError as exc:
-            log.error("dispatch: dropping record %s: %s", sequence, exc)
-            report.dropped += 1
-            continue
-        if note is None:
-            report.ignored += 1
-            continue
-        if note.id in seen:
-            report.duplicates += 1
-            continue
-        key = record.get("dynamodb", {}).get("Keys")
-        if ledger is not None and key and _published_before(ledger, key, note.id):
-            report.duplicates += 1
-            seen.add(note.id)
-            continue
-        try:
-            send(note)
-        except NotifyError as exc:
-            if exc.permanent:
-                log.error("dispatch: notification %s dropped: %s", note.id, exc.message)
-                report.dropped += 1
-                seen.add(note.id)
-                continue
-            log.warning("dispatch: %s; this record and the later ones are retried", exc.message)
-            report.failed.append(sequence)
-            continue
-        seen.add(note.id)
-        report.published.append(note.id)
-        if ledger is not None and key:
-            _mark_published(ledger, key, note.id, clock())
+        _dispatch_one(record, sequence, send, ledger, clock, report, seen)
     report.log()
     return report
+
+
+def _dispatch_one(
+    record: Mapping[str, Any],
+    sequence: str,
+    send: Callable[[Notification], None],
+    ledger: DeliveryLedger | None,
+    clock: Callable[[], float],
+    report: DispatchReport,
+    seen: set[str],
+) -> None:
+    """One stream record: counted in ``report`` as published, failed, dropped, ignored (not
+    an outbox insert) or a duplicate (an id sent in this batch or marked in the ledger)."""
+    try:
+        note = _outbox_notification(record)
+    except ValueError as exc:
+        log.error("dispatch: dropping record %s: %s", sequence, exc)
+        report.dropped += 1
+        return
+    if note is None:
+        report.ignored += 1
+        return
+    key = record.get("dynamodb", {}).get("Keys")
+    if note.id in seen or (ledger is not None and key and _published_before(ledger, key, note.id)):
+        report.duplicates += 1
+        seen.add(note.id)
+        return
+    try:
+        send(note)
+    except NotifyError as exc:
+        if not exc.permanent:
+            log.warning("dispatch: %s; this record and the later ones are retried", exc.message)
+            report.failed.append(sequence)
+            return
+        log.error("dispatch: notification %s dropped: %s", note.id, exc.message)
+        report.dropped += 1
+        seen.add(note.id)
+        return
+    seen.add(note.id)
+    report.published.append(note.id)
+    if ledger is not None and key:
+        _mark_published(ledger, key, note.id, clock())
 
 
 def _mark_published(

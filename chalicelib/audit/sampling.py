@@ -31,9 +31,6 @@ class DeepData:
     excess_rights: tuple[str, ...] | None = None
 
 
-DeepProbe = Callable[["Collector", Sample, Hasher], DeepData]
-
-
 def collect_deep(collector: Collector, sample: Sample, hasher: Hasher) -> DeepData:
     """Persistence settings from Redis and the allow-listed settings of the live workers.
 
@@ -70,12 +67,10 @@ def run_audit(
     interval: float = 10.0,
     deep: bool = False,
     progress: Callable[[str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    deep_probe: DeepProbe = collect_deep,
 ) -> Audit:
     """Take ``samples`` checks ``interval`` seconds apart, commit none; analyse the result."""
     started = time.monotonic()
-    taken = take_samples(settings, deps, samples, interval, progress=progress, sleep=sleep)
+    taken = take_samples(settings, deps, samples, interval, progress=progress)
     last = taken[-1]
     trends = audit_trends(taken)
     checks: tuple[ConfigCheck, ...] | None = None
@@ -83,7 +78,7 @@ def run_audit(
     if deep and last.redis_ok:
         if progress is not None:
             progress("Checking the configuration...")
-        data = deep_probe(deps.collector, last, deps.hasher)
+        data = collect_deep(deps.collector, last, deps.hasher)
         checks = deep_checks(last, data, now=deps.clock())
         deep_errors = data.errors
     return Audit(
@@ -106,7 +101,6 @@ def take_samples(
     interval: float,
     *,
     progress: Callable[[str], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[Sample, ...]:
     """The samples of ``samples`` checks: the stored state is read once (silences are not:
     the audit sends nothing), then each step's new state feeds the next, in memory only."""
@@ -115,7 +109,7 @@ def take_samples(
     taken: list[Sample] = []
     for index in range(samples):
         if index:
-            sleep(max(0.0, started + index * interval - time.monotonic()))
+            time.sleep(max(0.0, started + index * interval - time.monotonic()))
         if progress is not None:
             progress(f"Sampling {index + 1}/{samples}...")
         stepped = collect_and_step(settings, deps, loaded, deps.clock(), time.perf_counter())
