@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from .report import safe_text
 from .settings import ConfigError, Settings
+from .text import safe_lines, safe_text
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -36,11 +36,6 @@ def _say(text: str, file: IO[str] | None = None) -> None:
     print(safe_text(text), file=file if file is not None else sys.stdout)
 
 
-def _safe_lines(text: str) -> str:
-    """``text`` with each of its lines escaped, the line breaks kept; returns the text."""
-    return "\n".join(safe_text(line) for line in text.split("\n"))
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, with its messages escaped.
 
@@ -53,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
         super().error(safe_text(message))
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
-        super()._print_message(_safe_lines(message) if message else message, file)
+        super()._print_message(safe_lines(message) if message else message, file)
 
 
 class _SafeFormatter(logging.Formatter):
@@ -63,10 +58,10 @@ class _SafeFormatter(logging.Formatter):
         return safe_text(super().formatMessage(record))
 
     def formatException(self, ei: Any) -> str:
-        return _safe_lines(super().formatException(ei))
+        return safe_lines(super().formatException(ei))
 
     def formatStack(self, stack_info: str) -> str:
-        return _safe_lines(super().formatStack(stack_info))
+        return safe_lines(super().formatStack(stack_info))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -433,7 +428,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 
 def _when(ts: float) -> str:
-    from .payload import iso
+    from .text import iso
 
     return iso(ts)
 
@@ -498,7 +493,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit.render import encodable, render, use_colour
     from .audit.report import build_report
     from .audit.sampling import run_audit
-    from .payload import iso
+    from .text import iso
     from .wiring import close_deps, local_deps
 
     samples, interval = args.samples, args.sample_interval

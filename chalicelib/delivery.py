@@ -25,9 +25,9 @@ from typing import TextIO
 from .alerting import Notification
 from .model import Severity
 from .notify.channel import Channel, MinimumSeverity, NotifyError, SeenIds
-from .report import safe_text
 from .state import Outbox, StateError
 from .state.base import OutboxItem
+from .text import safe_text
 
 log = logging.getLogger("doorman")
 

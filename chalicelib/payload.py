@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from .alerting import AlertState, Notification
 from .analyse.trends import Trends, diagnosis
 from .model import Anomaly, QueueSample, Sample, WorkerSample
+from .text import iso
 
 PRIVACY = {
     "args_accessed": False,
@@ -17,12 +17,6 @@ PRIVACY = {
     "hostnames": "hashed",
     "task_ids": "hashed",
 }
-
-
-def iso(ts: float, timespec: Literal["seconds", "milliseconds"] = "milliseconds") -> str:
-    """The one timestamp format: UTC ISO 8601 ending in ``Z``. Milliseconds in the check's
-    document and the CLI; alerts (Slack, PagerDuty, email, webhook) show whole seconds."""
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _queue(q: QueueSample) -> dict[str, Any]:

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 120:
-        return f"{value:.1f} s"
-    if value < 7200:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
-
+from .text import safe_text
+from .text import seconds_fixed as _seconds
 
 _SOURCES = {
     "producer_header": "exact, producer header",
@@ -22,28 +14,6 @@ _SOURCES = {
     "empty": "empty",
     "not_due": "ETA not due",
 }
-
-
-def safe_text(value: Any) -> str:
-    """``value`` as text that cannot drive a terminal or forge a line; returns the text.
-
-    The one escaping function of every human-facing output (text check, audit, alert and
-    ``--dry-run`` lines, ``whois``, ``silence``, log lines, argument errors). A queue, task or
-    worker name may hold a newline, a carriage return, a bell, an ANSI escape sequence or a
-    bidirectional override; printed raw it could forge lines of a report, recolour or clear
-    the screen, or show text reversed. Every character that is not printable (in Python's
-    sense: C0 and C1 controls, DEL, format characters such as U+200E/U+200F, U+061C, the bidi
-    embeddings, overrides and isolates U+202A-U+202E and U+2066-U+2069, the line and paragraph
-    separators U+2028/U+2029, unassigned and private-use code points, spaces other than ' ')
-    is written as its Python escape (``\\x1b``, ``\\n``, ``\\u202e``). A backslash is
-    printable and kept, so escaping escaped text changes nothing: layers may each call it.
-    """
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
-    )
 
 
 def render_text(payload: dict[str, Any]) -> str:

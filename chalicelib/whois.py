@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .collect import ProbePlan
-from .report import safe_text
 from .settings import Settings
+from .text import safe_text
 
 
 def whois(settings: Settings, deps: Any, wanted: str) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..alert_types import AlertType
 from ..model import Finding, QueueSample, Severity, WorkerSample
+from ..text import fmt_bytes, fmt_seconds
 
 ConfValue = bool | int | float | None
 Conf = Mapping[str, ConfValue]
@@ -57,32 +58,6 @@ class ConfigCheck:
             details={"check": self.id},
             recommendation=self.recommendation,
         )
-
-
-def fmt_seconds(value: float) -> str:
-    """Seconds as a short human duration: 0.5 s, 45 s, 12.5 min, 3 h, 2.5 d."""
-
-    def short(number: float, unit: str) -> str:
-        return f"{number:.1f}".removesuffix(".0") + " " + unit
-
-    if value < 10:
-        return short(value, "s")
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 3600:
-        return short(value / 60, "min")
-    if value < 3 * 86400:
-        return short(value / 3600, "h")
-    return short(value / 86400, "d")
-
-
-def fmt_bytes(value: int) -> str:
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def _int(info: Mapping[str, object], key: str) -> int | None:

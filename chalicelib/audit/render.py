@@ -6,9 +6,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
-from ..analyse.deep import fmt_seconds
 from ..model import Severity
-from ..report import safe_text
+from ..text import fmt_seconds, safe_text
 from .report import CRITICAL, INFO, OK, UNKNOWN, WARNING, Report, Row, level_of
 
 RULE = 64

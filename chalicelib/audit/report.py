@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..analyse.deep import ConfigCheck, fmt_bytes, fmt_seconds
+from ..analyse.deep import ConfigCheck
 from ..analyse.trends import Trends, diagnosis
 from ..model import Finding, ProbeError, QueueSample, Sample, Severity, WorkerSample
-from ..report import safe_text
+from ..text import count, fmt_bytes, fmt_seconds, safe_text
 from ..thresholds import Thresholds
 
 EXIT_HEALTHY, EXIT_WARNINGS, EXIT_CRITICAL = 0, 1, 2
@@ -90,10 +90,6 @@ class Report:
     exit_code: int = field(default=EXIT_HEALTHY)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def _worst(severities: Iterable[Severity]) -> Severity:
     """The highest severity, by rank (``Severity.INFO`` when there is none)."""
     return max(severities, key=lambda s: s.rank, default=Severity.INFO)
@@ -166,7 +162,7 @@ def _infrastructure(audit: Audit, findings_by_type: dict[str, list[Finding]]) ->
         )
     if last.redis_ok:
         known, alive = len(last.workers), last.alive_workers
-        text = f"{alive} of {_count(known, 'worker')} answering" if known else "no worker answers"
+        text = f"{alive} of {count(known, 'worker')} answering" if known else "no worker answers"
         if alive == known and known:
             level = OK
         elif alive == 0:
@@ -259,7 +255,7 @@ def _metrics(audit: Audit) -> Section:
             (
                 "Saturation",
                 f"{saturation:.1f}% ({busy}/{slots} slots busy,"
-                f" headroom {_count(max(slots - busy, 0), 'slot')})",
+                f" headroom {count(max(slots - busy, 0), 'slot')})",
             ),
         )
     ]
@@ -283,7 +279,7 @@ def _metrics(audit: Audit) -> Section:
             CRITICAL if pending > th.max_queue_size else OK,
             (
                 "Total pending",
-                f"{_count(pending, 'task')} in {_count(len(last.queues), 'queue')},"
+                f"{count(pending, 'task')} in {count(len(last.queues), 'queue')},"
                 f" threshold {th.max_queue_size}",
             ),
         )

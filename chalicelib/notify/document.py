@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..alerting import Notification
-from ..payload import iso
+from ..text import iso
 
 
 def to_json_bytes(document: Mapping[str, Any]) -> bytes:

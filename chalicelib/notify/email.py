@@ -11,7 +11,7 @@ import unicodedata
 from typing import Any
 
 from ..alerting import RESOLVE, Notification
-from ..payload import iso
+from ..text import iso
 from .document import truncate
 
 SUBJECT_MAX = 99

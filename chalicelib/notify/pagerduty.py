@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from ..alerting import RESOLVE, Notification
 from ..model import Severity
-from ..payload import iso
+from ..text import iso
 from .channel import MinimumSeverity
 from .document import shrink_details, truncate
 from .http import DEFAULT_POLICY, RetryPolicy, post_json

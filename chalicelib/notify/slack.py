@@ -14,7 +14,7 @@ from typing import Any
 
 from ..alerting import RESOLVE, Notification
 from ..model import Severity
-from ..payload import iso
+from ..text import iso
 from .channel import MinimumSeverity
 from .document import to_json_bytes, truncate
 from .http import DEFAULT_POLICY, RetryPolicy, post_json

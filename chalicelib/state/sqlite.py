@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..alerting import Notification, Silence
-from ..report import safe_text
+from ..text import safe_text
 from .base import (
     OUTBOX_TTL_SECONDS,
     OutboxItem,

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from chalicelib.embedded import RedisServer, Worker, wait_for_workers
-from chalicelib.report import safe_text
 from chalicelib.sanitize import Hasher
+from chalicelib.text import safe_text
 from tests.conftest import PII_APP, ROOT, clean_env
 
 EVIL = "\x1b[31mRED\x1b[0m\nDoorman check - target FORGED\x07\r\u202eevil"

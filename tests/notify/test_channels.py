@@ -13,8 +13,8 @@ from chalicelib.notify.pagerduty import PagerDutyChannel
 from chalicelib.notify.slack import SlackChannel
 from chalicelib.notify.sns import SnsPublisher
 from chalicelib.notify.webhook import WebhookChannel
-from chalicelib.payload import iso
 from chalicelib.settings import load_settings
+from chalicelib.text import iso
 from tests.notify.notes import note
 
 URL = "http://127.0.0.1:9/hook"

@@ -18,11 +18,11 @@ from chalicelib.analyse.deep import (
     UNKNOWN,
     WARNING,
     analyse,
-    fmt_seconds,
 )
 from chalicelib.audit.render import encodable, use_colour
 from chalicelib.collect.replies import CONF_BOOLS, CONF_NUMBERS, latest_eta, reduce_conf
 from chalicelib.model import QueueSample, Severity, WorkerSample
+from chalicelib.text import fmt_seconds
 from tests.support import pii_app
 
 NOW = 1_800_000_000.0

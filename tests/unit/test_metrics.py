@@ -31,7 +31,7 @@ from chalicelib.metrics import (
     select_queues,
     series_defined,
 )
-from chalicelib.payload import iso
+from chalicelib.text import iso
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = {"Count", "Percent", "Seconds", "Milliseconds"}
