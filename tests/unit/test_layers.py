@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,21 @@ def test_no_import_circle() -> None:
 def test_the_circle_check_finds_a_circle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """The README's layout lists each module of the package (by path or, on a shared line,
+    by file name), so a new module cannot go undocumented."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("\nchalicelib/\n")
+    layout = readme[start : readme.index("```", start)]
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "__init__.py"
+        and not any(
+            re.search(rf"(?<![\w/]){re.escape(name)}", layout)
+            for name in (str(path.relative_to(PACKAGE)), path.name)
+        )
+    ]
+    assert missing == []
