@@ -208,6 +208,50 @@ class ActiveTask:
 
 
 @dataclass(frozen=True)
+class Histogram:
+    """A cumulative histogram of seconds, over the companion's bucket bounds.
+
+    ``counts`` is dense: ``len(bounds) + 1`` buckets (the last holds everything above the last
+    bound), or empty when nothing was observed.
+    """
+
+    count: int = 0
+    total: float = 0.0
+    max: float = 0.0
+    counts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskCounters:
+    """One task name's outcomes in one worker, cumulative since the worker started."""
+
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    rejected: int = 0
+    revoked: int = 0
+    expired: int = 0
+    runtime: Histogram | None = None
+
+
+@dataclass(frozen=True)
+class CompanionRaw:
+    """What a worker's companion (``doorman_celery``) answered, reduced by the allow-list.
+
+    Names are still raw (task and queue names as the worker knows them). ``boot`` changes at
+    every worker start: counters of another boot are not comparable (a restart is a reset).
+    """
+
+    boot: str
+    started: float  # epoch seconds the counters started from
+    bounds: tuple[float, ...]  # the histograms' bucket bounds, seconds
+    tasks: dict[str, TaskCounters] = field(default_factory=dict)
+    waits: dict[str, Histogram] = field(default_factory=dict)  # queue wait, by queue
+    overflow_tasks: TaskCounters | None = None  # names beyond the companion's limit, together
+    overflow_waits: Histogram | None = None
+
+
+@dataclass(frozen=True)
 class WorkerRaw:
     hostname: str
     status: str  # "online" | "not_answering" | "offline"
@@ -225,6 +269,10 @@ class WorkerRaw:
     answered: tuple[str, ...] = ()  # which remote-control commands it answered
     detail_age_sec: float | None = None  # stats/reserved/scheduled/queues from a past check
     dialect: Dialect | None = None  # the shape-defining broker options its stats reported
+    # Whether its stats name the companion (None: not known from this check's replies), and
+    # what the companion answered when it was asked instead of active/reserved/scheduled.
+    has_companion: bool | None = None
+    companion: CompanionRaw | None = None
 
 
 @dataclass(frozen=True)

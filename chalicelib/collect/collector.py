@@ -37,6 +37,9 @@ class ProbePlan:
     discover_workers: str = "never"
     visibility_timeout: float | None = None
     dialect: Dialect | None = None  # what the last checks learned of the broker's key names
+    # Whether a worker (by hostname) has the companion, as the stored roster knows it: True
+    # ask it "doorman" instead of active/reserved/scheduled; False ask those; None not known.
+    companion_of: Callable[[str], bool | None] = field(default=lambda _name: None)
 
 
 class Collector:
