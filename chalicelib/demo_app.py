@@ -7,7 +7,7 @@ import time
 
 from celery import Celery
 
-from .producer_hook import install
+import doorman_celery
 
 app = Celery(
     "doorman-demo", broker=os.environ.get("DOORMAN_DEMO_BROKER", "redis://127.0.0.1:6399/0")
@@ -20,7 +20,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     task_default_queue="celery",
 )
-install()
+doorman_celery.install(app)
 
 
 @app.task(name="demo.send_welcome_email")  # type: ignore[untyped-decorator]

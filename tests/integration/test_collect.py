@@ -18,7 +18,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from chalicelib.embedded import EmbeddedError, wait_for_workers
-from chalicelib.producer_hook import HEADER, install
+from doorman_celery import HEADER, install
 from tests.conftest import producer
 from tests.support.pii_app import PLANTED_EMAIL
 
@@ -203,7 +203,7 @@ def test_latency_follows_the_best_available_source(redis_server, checker):
     client = redis_server.client()
     app = producer(redis_server.url)
 
-    install()
+    install(app.app)
     try:
         published_hook = time.time()
         app.quick.apply_async(queue="lat-hook")

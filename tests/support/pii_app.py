@@ -57,9 +57,9 @@ if os.environ.get("PII_DOCS_PRIORITY") == "1":
     app.conf.broker_transport_options.update(DOCS_PRIORITY)
 
 if os.environ.get("PII_PRODUCER_HOOK") == "1":
-    from chalicelib.producer_hook import install
+    import doorman_celery
 
-    install()
+    doorman_celery.install(app)
 
 
 @app.task(name=PLANTED_TASK_NAME)
