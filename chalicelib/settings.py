@@ -95,6 +95,23 @@ def _seconds_between(low: float, high: float) -> Callable[[Any], float]:
     return parse
 
 
+def _number_between(low: float, high: float) -> Callable[[Any], float]:
+    """A finite number from ``low`` to ``high`` (a percentage, say)."""
+
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {_show(value)}")
+        try:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {_show(value)}") from None
+        if not low <= number <= high:  # NaN fails this too
+            raise ValueError(f"must be from {low:g} to {high:g}, got {_show(value)}")
+        return number
+
+    return parse
+
+
 def _count_between(low: int, high: int) -> Callable[[Any], int]:
     """A whole number from ``low`` to ``high``."""
 
@@ -607,6 +624,20 @@ _THRESHOLDS = {
     "critical_queues": Setting(
         "", "DOORMAN_CRITICAL_QUEUES", _parse_names, "queues whose latency is critical", True
     ),
+    "max_failure_rate_pct": Setting(
+        "",
+        "MAX_FAILURE_RATE",
+        _number_between(0, 100),
+        "a task name's failure rate (%) over failure_window_seconds (needs the companion)",
+        True,
+    ),
+    "min_task_volume": Setting(
+        "",
+        "DOORMAN_MIN_TASK_VOLUME",
+        _count_between(1, 10**9),
+        "runs of a task name in the window before its failure rate counts",
+        True,
+    ),
 }
 
 
@@ -750,6 +781,13 @@ class Settings:
         _seconds_between(1, 30 * DAY),
         "DOORMAN_WORKER_FORGET_AFTER",
         "silent workers are forgotten after this",
+    )
+    failure_window_seconds: float = _setting(
+        300.0,
+        _seconds_between(60, DAY),
+        "DOORMAN_FAILURE_WINDOW",
+        "the window of task outcomes the failure rate is taken over (needs the companion)",
+        per_target=True,
     )
     worker_detail_interval_seconds: float = _setting(
         300.0,

@@ -499,6 +499,9 @@ BOUNDS: list[tuple[str, float, float]] = [
     ("worker_detail_interval_seconds", 0, 86400),
     ("max_queues", 1, 100_000),
     ("check_budget_seconds", 1, 900),
+    ("failure_window_seconds", 60, 86400),
+    ("thresholds.max_failure_rate_pct", 0, 100),
+    ("thresholds.min_task_volume", 1, 10**9),
 ]
 
 
@@ -512,7 +515,12 @@ def _outside(value: float, whole: bool, below: bool) -> float:
 def test_every_bound_is_enforced_and_named(
     tmp_path: Path, key: str, low: float, high: float
 ) -> None:
-    whole = key in {"thresholds.max_queue_size", "alert_resolve_after_checks", "max_queues"}
+    whole = key in {
+        "thresholds.max_queue_size",
+        "thresholds.min_task_volume",
+        "alert_resolve_after_checks",
+        "max_queues",
+    }
     for edge in (low, high):
         value = int(edge) if whole else edge
         settings = load_settings(environ={}, overrides={key: value})
@@ -536,7 +544,7 @@ def test_every_timeout_interval_and_count_has_a_bound() -> None:
     numeric = {
         key
         for key in env_names()
-        if key.endswith(("_seconds", "_checks", "max_queues", "max_queue_size"))
+        if key.endswith(("_seconds", "_checks", "max_queues", "max_queue_size", "_pct", "_volume"))
     }
     # alert_pending_checks (a mapping of counts) is bounded in test_absurd_values_of_the_issue.
     assert numeric - {"alert_pending_checks"} == {b[0] for b in BOUNDS}

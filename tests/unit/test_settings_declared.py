@@ -22,8 +22,8 @@ from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The tables as they were written by hand before the declarations (their order is the
-# order the environment is read in).
+# The tables as they were written by hand before the declarations, with the keys added since
+# (their order is the order the environment is read in).
 OLD_KEYS = [
     "redis_url",
     "celery_broker_url",
@@ -38,6 +38,8 @@ OLD_KEYS = [
     "thresholds.max_wait_time_seconds",
     "thresholds.max_task_runtime_seconds",
     "thresholds.critical_queues",
+    "thresholds.max_failure_rate_pct",
+    "thresholds.min_task_volume",
     "alert_cooldown_seconds",
     "alert_pending_checks",
     "alert_resolve_after_checks",
@@ -48,6 +50,7 @@ OLD_KEYS = [
     "worker_timeout_seconds",
     "worker_discovery_interval_seconds",
     "worker_forget_after_seconds",
+    "failure_window_seconds",
     "worker_detail_interval_seconds",
     "max_queues",
     "metric_queues",
@@ -86,6 +89,9 @@ OLD_TARGET_KEYS = {
     "thresholds.max_wait_time_seconds",
     "thresholds.max_task_runtime_seconds",
     "thresholds.critical_queues",
+    "thresholds.max_failure_rate_pct",
+    "thresholds.min_task_volume",
+    "failure_window_seconds",
     "metric_queues",
 }
 SECRETS = {
