@@ -57,6 +57,9 @@ class Collector:
         # that keeps its binding stays in the roster without making every check a full one.
         self._detail_roster: frozenset[str] = frozenset()
         self._online: tuple[str, ...] = ()  # who answered the last collect
+        # What the last collect learned of each worker's companion (True: ask "doorman"),
+        # for the plan's unknowns: the audit's and whois' plans know nothing of it.
+        self._companion: dict[str, bool] = {}
         # The binding keys of the last SCAN and when (monotonic): a database shared with a
         # result backend can hold millions of keys, and binding sets change rarely, so the
         # keyspace is scanned again every worker_discovery_interval_seconds, not every check.
@@ -121,8 +124,9 @@ class Collector:
         )
 
     def _with_detail(
-        self, workers: tuple[WorkerRaw, ...], fresh: bool, now: float, candidates: list[str]
+        self, result: WorkerResult, fresh: bool, now: float, candidates: list[str]
     ) -> tuple[WorkerRaw, ...]:
+        workers = result.workers
         if fresh:
             self._detail = {w.hostname: w for w in workers if w.status == "online"}
             self._detail_at = now
@@ -137,9 +141,25 @@ class Collector:
                     self._detail_at = None
                 merged.append(w)
                 continue
-            # This round asked only ``active``: everything else is the last detail's.
-            merged.append(replace(known, active=w.active, answered=w.answered, detail_age_sec=age))
+            merged.append(_merge_detail(known, w, age, result.lists.get(w.hostname)))
         return tuple(merged)
+
+    def _companion_of(self, plan: ProbePlan) -> Callable[[str], bool | None]:
+        """What the plan (the stored roster) and this collector's last collect know of a
+        worker's companion: either one saying it is there is enough to ask ``doorman``."""
+
+        def companion_of(name: str) -> bool | None:
+            planned, learned = plan.companion_of(name), self._companion.get(name)
+            if planned is True or learned is True:
+                return True
+            return False if False in (planned, learned) else None
+
+        return companion_of
+
+    def _keep_companions(self, workers: tuple[WorkerRaw, ...]) -> None:
+        self._companion = {
+            w.hostname: w.has_companion for w in workers if w.has_companion is not None
+        }
 
     def persistence_config(self) -> tuple[dict[str, str] | None, tuple[ProbeError, ...]]:
         """Redis's ``save``/``appendonly`` settings (None when refused), and any error."""
@@ -153,7 +173,9 @@ class Collector:
         """The allow-listed settings of the workers that answered the last collect and that
         ``online`` accepts, asked over the same remote-control connection."""
         names = [name for name in self._online if online(name)]
-        return self._workers.conf(names, budget=self._worker_budget())
+        return self._workers.conf(
+            names, budget=self._worker_budget(), companion_of=self._companion.get
+        )
 
     def _worker_budget(self) -> float:
         return self.settings.worker_timeout_seconds * 2.5
@@ -257,8 +279,15 @@ class Collector:
         tick = time.monotonic()
         overdue = result.unacked is not None and result.unacked.overdue_total > 0
         detail = self._detail_due(tick, candidates, overdue)
-        workers = self._workers.probe(candidates, discover=discover, budget=budget, detail=detail)
-        found = self._with_detail(workers.workers, detail, tick, candidates)
+        workers = self._workers.probe(
+            candidates,
+            discover=discover,
+            budget=budget,
+            detail=detail,
+            companion_of=self._companion_of(plan),
+        )
+        self._keep_companions(workers.workers)
+        found = self._with_detail(workers, detail, tick, candidates)
         if any(w.status != "online" for w in found):
             found = mark_silent(found, self._redis.pidbox_subscribers(result.pidbox_exchanges))
         return WorkerResult(found, workers.errors)
@@ -283,6 +312,32 @@ class Collector:
             timeout = self.settings.redis_timeout_seconds
             errors.append(describe_error(exc, timeout, tls=self._tls))
             return ()
+
+
+def _merge_detail(
+    known: WorkerRaw, now: WorkerRaw, age: float, lists: frozenset[str] | None
+) -> WorkerRaw:
+    """A worker asked only its core command this check (``active`` or ``doorman``): the
+    last detail, with what this check's answer holds. The companion's reserved and
+    scheduled lists come with every answer: fresher than the detail, they win."""
+    lists = lists or frozenset()
+    reserved = known.reserved_ids[: known.reserved]
+    scheduled = known.reserved_ids[known.reserved :]
+    if "reserved" in lists:
+        reserved = now.reserved_ids[: now.reserved]
+    if "scheduled" in lists:
+        scheduled = now.reserved_ids[now.reserved :]
+    return replace(
+        known,
+        active=now.active,
+        answered=now.answered,
+        detail_age_sec=age,
+        reserved=len(reserved),
+        scheduled=len(scheduled),
+        reserved_ids=reserved + scheduled,
+        has_companion=now.has_companion,
+        companion=now.companion,
+    )
 
 
 def explicit_dialect(settings: Settings) -> Dialect:

@@ -8,13 +8,24 @@ Nothing here sends or receives: the transport is worker_probe.py.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
-from ..model import KOMBU_PRIORITY_STEPS, KOMBU_SEP, ActiveTask, Dialect, ProbeError, WorkerRaw
+from ..model import (
+    KOMBU_PRIORITY_STEPS,
+    KOMBU_SEP,
+    ActiveTask,
+    CompanionRaw,
+    Dialect,
+    Histogram,
+    ProbeError,
+    TaskCounters,
+    WorkerRaw,
+)
 from ..sanitize import parse_time
 
 
@@ -36,6 +47,14 @@ class Reduced:
     scheduled_ids: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()
     answered: list[str] = field(default_factory=list)
+    # The worker companion: what its stats marker says (None: stats not answered), what its
+    # ``doorman`` reply held, what went wrong with that reply, which of the lists
+    # (``reserved``/``scheduled``) it gave, and the latest ETA of its scheduled tasks.
+    marker: Marker | None = None
+    companion: CompanionRaw | None = None
+    companion_problem: str | None = None
+    lists: set[str] = field(default_factory=set)
+    latest_eta: float | None = None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -44,7 +63,9 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def reduce_stats(reply: Any, into: Reduced) -> None:
-    """Keep pool size and type, per-task-name totals, prefetch, uptime, visibility timeout."""
+    """Keep pool size and type, per-task-name totals, prefetch, uptime, visibility timeout,
+    and what the companion's marker says."""
+    into.marker = companion_marker(reply)
     if not isinstance(reply, dict):
         return
     pool = reply.get("pool")
@@ -147,6 +168,338 @@ def reduce_active_queues(reply: Any, into: Reduced) -> None:
         )
 
 
+# --- the worker companion (doorman_celery) ----------------------------------------------------
+# Its contract is the docstring of doorman_celery; this side reads it through its own
+# allow-list and never imports the package (a check must not depend on the workers' code).
+
+COMPANION_COMMAND = "doorman"
+COMPANION_VERSION = 1  # the one reply version this side understands
+COMPANION_STATS_KEY = "doorman"
+# Celery's answer when a worker has no command of that name (kombu's pidbox: repr(KeyError)).
+_UNKNOWN_COMMAND_REPLY = {"error": "KeyError('doorman')"}
+MAX_TEXT = 1024  # longest task id, task name or queue name kept (as for binding members)
+MAX_COMPANION_TASKS = 1000  # task names in one reply (the contract's limit)
+MAX_COMPANION_QUEUES = 200  # queues in one reply (the contract's limit)
+MAX_LISTED = 10_000  # running, reserved or scheduled tasks of one worker
+MAX_BOUNDS = 256  # histogram bucket bounds
+_MAX_COUNT = 2**63 - 1
+_BOOT = re.compile(r"[0-9a-f]{1,64}")
+_T = TypeVar("_T")
+_COUNTERS = ("succeeded", "failed", "retried", "rejected", "revoked", "expired")
+
+# What can be wrong with a companion's answer (Reduced.companion_problem).
+PROBLEM_MALFORMED = "malformed"  # not of the contract's shape: nothing of it is kept
+PROBLEM_NEWER = "newer"  # a reply version this side does not understand
+PROBLEM_NO_COMMAND = "no_command"  # the worker does not know the command (no companion)
+PROBLEM_FAILED = "failed"  # the command raised in the worker (Celery's error reply)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What one ``stats`` reply says of the worker's companion.
+
+    ``has``: True the marker is there, False it is not, None the reply was no stats reply
+    (an error reply, or not a mapping). ``version``: the marker's reply version when the
+    marker names the ``doorman`` command with a positive integer version, else None.
+    """
+
+    has: bool | None
+    version: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether the companion can be asked ``doorman`` and its reply read."""
+        return self.has is True and self.version == COMPANION_VERSION
+
+
+def companion_marker(reply: Any) -> Marker:
+    """The companion marker of one ``stats`` reply: ``"doorman": {"v": 1, "command": ...}``.
+
+    Only the marker's version and command name are read; a marker of another shape means
+    "there, but not usable" (asked Celery's own commands, and said so).
+    """
+    if not isinstance(reply, dict) or "error" in reply:
+        return Marker(None)
+    if COMPANION_STATS_KEY not in reply:
+        return Marker(False)
+    marker = reply[COMPANION_STATS_KEY]
+    if isinstance(marker, dict) and marker.get("command") == COMPANION_COMMAND:
+        version = marker.get("v")
+        if _is_count(version) and version >= 1:
+            return Marker(True, version)
+    return Marker(True)
+
+
+class _Malformed(Exception):
+    """A companion reply not of the contract's shape (carries nothing of the reply)."""
+
+
+class _Newer(Exception):
+    """A companion reply of a version this side does not understand."""
+
+
+@dataclass(frozen=True)
+class CompanionReply:
+    """One ``doorman`` reply through the allow-list. ``reserved_ids``/``scheduled_ids``
+    are None when the reply did not hold the list (an older companion): not known."""
+
+    active: tuple[ActiveTask, ...]
+    raw: CompanionRaw
+    reserved_ids: tuple[str, ...] | None = None
+    scheduled_ids: tuple[str, ...] | None = None
+    latest_eta: float | None = None
+
+
+def reduce_doorman(reply: Any, into: Reduced) -> None:
+    """Keep the running tasks (id, name, start time), the counters, the queue waits and the
+    reserved/scheduled task ids of a ``doorman`` reply; nothing else. A reply that is not
+    of the contract's shape leaves no data at all and names its problem instead."""
+    if isinstance(reply, dict) and "error" in reply and "v" not in reply:
+        into.companion_problem = (
+            PROBLEM_NO_COMMAND if reply == _UNKNOWN_COMMAND_REPLY else PROBLEM_FAILED
+        )
+        return
+    try:
+        parsed = parse_companion(reply)
+    except _Newer:
+        into.companion_problem = PROBLEM_NEWER
+        return
+    except Exception:  # _Malformed, or a hostile object no check foresaw: keep nothing
+        into.companion_problem = PROBLEM_MALFORMED
+        return
+    into.companion_problem = None
+    into.active = parsed.active
+    into.companion = parsed.raw
+    if parsed.reserved_ids is not None:
+        into.reserved_ids = parsed.reserved_ids
+        into.lists.add("reserved")
+    if parsed.scheduled_ids is not None:
+        into.scheduled_ids = parsed.scheduled_ids
+        into.latest_eta = parsed.latest_eta
+        into.lists.add("scheduled")
+
+
+def parse_companion(reply: Any) -> CompanionReply:
+    """One ``doorman`` reply, checked field by field; raises _Malformed or _Newer."""
+    if not isinstance(reply, dict):
+        raise _Malformed
+    version = reply.get("v")
+    if not _is_count(version) or version < 1:
+        raise _Malformed
+    if version != COMPANION_VERSION:
+        raise _Newer
+    bounds = _bounds(reply.get("buckets"))
+    size = len(bounds) + 1
+    overflow = reply.get("overflow", {})
+    if not isinstance(overflow, dict):
+        raise _Malformed
+    raw = CompanionRaw(
+        boot=_boot(reply.get("boot")),
+        started=_seconds(reply.get("started")),
+        bounds=bounds,
+        tasks=_named(reply.get("tasks"), MAX_COMPANION_TASKS, lambda v: _task(v, size)),
+        waits=_named(reply.get("queues"), MAX_COMPANION_QUEUES, lambda v: _hist(v, size)),
+        overflow_tasks=_task(overflow["tasks"], size) if "tasks" in overflow else None,
+        overflow_waits=_hist(overflow["queues"], size) if "queues" in overflow else None,
+    )
+    reserved = _ids(reply["reserved"]) if "reserved" in reply else None
+    scheduled, eta = _scheduled(reply["scheduled"]) if "scheduled" in reply else (None, None)
+    return CompanionReply(_running(reply.get("active")), raw, reserved, scheduled, eta)
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
+
+
+def _count(value: Any) -> int:
+    if not _is_count(value):
+        raise _Malformed
+    return int(value)
+
+
+def _seconds(value: Any) -> float:
+    """A finite, non-negative number of seconds (bools and huge ints refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Malformed
+    if isinstance(value, int) and not _is_count(value):
+        raise _Malformed
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _Malformed
+    return seconds
+
+
+def _text(value: Any, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT or (not value and not empty):
+        raise _Malformed
+    return value
+
+
+def _boot(value: Any) -> str:
+    if not isinstance(value, str) or not _BOOT.fullmatch(value):
+        raise _Malformed
+    return value
+
+
+def _listed(value: Any) -> list[Any]:
+    if not isinstance(value, list) or len(value) > MAX_LISTED:
+        raise _Malformed
+    return value
+
+
+def _bounds(value: Any) -> tuple[float, ...]:
+    """The bucket bounds: 1 to MAX_BOUNDS finite seconds, strictly increasing."""
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_BOUNDS:
+        raise _Malformed
+    bounds = tuple(_seconds(v) for v in value)
+    if any(b <= a for a, b in itertools.pairwise(bounds)):
+        raise _Malformed
+    return bounds
+
+
+def _hist(value: Any, size: int) -> Histogram:
+    """A HIST of the contract, made dense over ``size`` buckets (empty when no count)."""
+    if not isinstance(value, dict):
+        raise _Malformed
+    count = _count(value.get("count"))
+    first = _count(value.get("first", 0))
+    counts = value.get("counts")
+    if not isinstance(counts, list) or first + len(counts) > size:
+        raise _Malformed
+    dense = [0] * size
+    for i, c in enumerate(counts):
+        dense[first + i] = _count(c)
+    if sum(dense) != count:
+        raise _Malformed
+    return Histogram(
+        count=count,
+        total=_seconds(value.get("sum")),
+        max=_seconds(value.get("max")),
+        counts=tuple(dense) if count else (),
+    )
+
+
+def _task(value: Any, size: int) -> TaskCounters:
+    """A TASK of the contract: the six counters (absent: 0) and the run-time HIST."""
+    if not isinstance(value, dict):
+        raise _Malformed
+    counts = {name: _count(value.get(name, 0)) for name in _COUNTERS}
+    runtime = _hist(value["runtime"], size) if "runtime" in value else None
+    return TaskCounters(**counts, runtime=runtime)
+
+
+def _named(value: Any, limit: int, parse: Callable[[Any], _T]) -> dict[str, _T]:
+    """A mapping of at most ``limit`` names (each at most MAX_TEXT long) to parsed values."""
+    if not isinstance(value, dict) or len(value) > limit:
+        raise _Malformed
+    return {_text(name, empty=True): parse(item) for name, item in value.items()}
+
+
+def _running(value: Any) -> tuple[ActiveTask, ...]:
+    """The running tasks: id, name and start time of each (``worker_pid``, ``queue`` and
+    anything else are not kept, as the ``active`` reducer keeps none of them)."""
+    tasks = []
+    for item in _listed(value):
+        if not isinstance(item, dict):
+            raise _Malformed
+        started = item.get("time_start")
+        tasks.append(
+            ActiveTask(
+                task_id=_text(item.get("id")),
+                task_name=_text(item.get("name")),
+                started_at=None if started is None else _seconds(started),
+            )
+        )
+    return tuple(tasks)
+
+
+def _ids(value: Any) -> tuple[str, ...]:
+    return tuple(_text(task_id) for task_id in _listed(value))
+
+
+def _scheduled(value: Any) -> tuple[tuple[str, ...], float | None]:
+    """The ids of the scheduled (ETA) tasks, and the latest ETA among them."""
+    ids: list[str] = []
+    etas: list[float] = []
+    for item in _listed(value):
+        if not isinstance(item, dict):
+            raise _Malformed
+        ids.append(_text(item.get("id")))
+        eta = item.get("eta")
+        if eta is not None:
+            etas.append(_seconds(eta))
+    return tuple(ids), max(etas, default=None)
+
+
+def companion_verdict(data: Reduced, planned: bool | None) -> bool | None:
+    """Whether the worker is to be asked ``doorman`` (True) or Celery's own commands (False)
+    from now on; None when this check could not tell (and ``planned`` was not known).
+
+    Its stats marker decides when it answered stats this check, else its answer to
+    ``doorman`` when it was asked, else what was planned. A worker that does not know the
+    command, or whose companion is newer than this side, is asked Celery's commands; one
+    whose command failed (or whose stats were unreadable) is not known.
+    """
+    verdict = planned
+    if data.marker is not None:
+        verdict = data.marker.usable if data.marker.has is not None else None
+    elif "doorman" in data.answered:
+        verdict = True
+    problem = data.companion_problem
+    if problem in (PROBLEM_NO_COMMAND, PROBLEM_NEWER):
+        return False
+    if problem == PROBLEM_FAILED:
+        return None
+    return verdict
+
+
+_COMPANION_ERRORS = {
+    "companion_reply": "answered the companion's command with a reply not of its format:"
+    " their running tasks and task counters are not known this check",
+    "companion_version": "run a worker companion of a newer (or unknown) version: they are"
+    " asked Celery's own commands, whose replies carry task arguments, until Doorman"
+    " understands it",
+    "companion_missing": "no longer know the companion's command: their running tasks are"
+    " not known this check, and they are asked Celery's own commands from the next one",
+    "companion_error": "failed to answer the companion's command: their running tasks are"
+    " not known this check",
+    "companion_unknown": "answered stats with an error: whether they have the companion is"
+    " not known, so they were not asked for their running tasks",
+}
+
+
+def _companion_trouble(data: Reduced) -> set[str]:
+    """The kinds of companion trouble (keys of _COMPANION_ERRORS) one worker met."""
+    kinds = {
+        PROBLEM_MALFORMED: "companion_reply",
+        PROBLEM_NEWER: "companion_version",
+        PROBLEM_NO_COMMAND: "companion_missing",
+        PROBLEM_FAILED: "companion_error",
+    }
+    found = set()
+    if data.companion_problem in kinds:
+        found.add(kinds[data.companion_problem])
+    marker = data.marker
+    if marker is not None and marker.has is True and not marker.usable:
+        found.add("companion_version")
+    if marker is not None and marker.has is None:
+        found.add("companion_unknown")
+    return found
+
+
+def companion_errors(reduced: dict[str, Reduced]) -> tuple[ProbeError, ...]:
+    """One error per kind of companion trouble this check met, with how many workers had
+    it; never a word of any reply."""
+    troubles = [_companion_trouble(data) for data in reduced.values()]
+    errors = []
+    for kind, text in _COMPANION_ERRORS.items():
+        n = sum(1 for found in troubles if kind in found)
+        if n:
+            who = "1 worker" if n == 1 else f"{n} workers"
+            errors.append(ProbeError("workers", kind, f"{who} {text}"))
+    return tuple(errors)
+
+
 Reducer = Callable[[Any, Reduced], None]
 
 # Asked every check: one command, so a healthy check costs each worker one message. The
@@ -161,6 +514,24 @@ DETAIL_COMMANDS: tuple[tuple[str, Reducer], ...] = (
     ("active_queues", reduce_active_queues),
 )
 COMMANDS = CORE_COMMANDS + DETAIL_COMMANDS
+# Workers with the companion are asked ``doorman`` instead of active, reserved and scheduled
+# (whose replies carry task arguments); the detail that carries none still goes to them.
+COMPANION_CORE: tuple[tuple[str, Reducer], ...] = ((COMPANION_COMMAND, reduce_doorman),)
+COMPANION_DETAIL: tuple[tuple[str, Reducer], ...] = (
+    ("stats", reduce_stats),
+    ("active_queues", reduce_active_queues),
+)
+# A worker not known yet is asked its stats first: the marker says what to ask next.
+MARKER_COMMANDS: tuple[tuple[str, Reducer], ...] = (("stats", reduce_stats),)
+
+
+def commands_for(companion: bool | None, detail: bool) -> tuple[tuple[str, Reducer], ...]:
+    """The commands one worker is asked in a round, by what is known of its companion."""
+    if companion is None:
+        return MARKER_COMMANDS
+    if companion:
+        return COMPANION_CORE + (COMPANION_DETAIL if detail else ())
+    return CORE_COMMANDS + (DETAIL_COMMANDS if detail else ())
 
 
 # --- configuration (``conf``), for the audit's deep checks ------------------------------------

@@ -22,16 +22,28 @@ from ..access import BrokerAccess
 from ..model import KOMBU_SEP, ProbeError, WorkerRaw
 from ..settings import URL_OPTIONS, parse_redis_url
 from .replies import (
-    COMMANDS,
-    CORE_COMMANDS,
+    COMPANION_COMMAND,
     ConfValue,
     Reduced,
     Reducer,
     RemoteControlBusy,
+    commands_for,
+    companion_errors,
+    companion_verdict,
     describe_remote_error,
     latest_eta,
     reduce_conf,
+    reduce_doorman,
 )
+
+# A command, who is asked it, and what reduces each reply.
+Ask = tuple[str, list[str], Callable[[str, Any], None]]
+CompanionOf = Callable[[str], bool | None]
+
+
+def _not_known(_name: str) -> bool | None:
+    return None
+
 
 # Decoy names for kombu's unacked bookkeeping on the probe's own connection. Collecting
 # replies makes kombu's Redis transport run its "restore visible messages" sweep; pointing
@@ -132,6 +144,9 @@ class ConfResult:
 class WorkerResult:
     workers: tuple[WorkerRaw, ...]
     errors: tuple[ProbeError, ...]
+    # By hostname, which of the lists ("reserved", "scheduled") the companion's reply gave
+    # this check: fresh every check, they win over a past check's detail.
+    lists: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def publish_command(
@@ -311,19 +326,28 @@ class WorkerProbe:
             )
 
     def probe(
-        self, candidates: Iterable[str], *, discover: bool, budget: float, detail: bool = True
+        self,
+        candidates: Iterable[str],
+        *,
+        discover: bool,
+        budget: float,
+        detail: bool = True,
+        companion_of: CompanionOf = _not_known,
     ) -> WorkerResult:
         """Ask ``candidates`` (and, with ``discover``, everyone) for their state.
 
-        ``budget`` bounds the whole exchange in seconds. ``active`` is always asked;
-        ``detail`` adds stats, reserved, scheduled and active_queues. Returns one WorkerRaw per
+        ``budget`` bounds the whole exchange in seconds. Each worker is asked by what
+        ``companion_of`` knows of its companion: True ``doorman``, False ``active``; with
+        ``detail`` also stats and active_queues, and, without the companion, reserved and
+        scheduled. All in one round; a worker not known yet (None) is asked only stats in
+        the first round and, by its marker, the rest in a second. Returns one WorkerRaw per
         name seen: ``online`` when it answered, else ``not_answering``.
         """
-        commands = COMMANDS if detail else CORE_COMMANDS
         deadline = time.monotonic() + budget
         names = list(dict.fromkeys(candidates))
         errors: list[ProbeError] = []
         reduced: dict[str, Reduced] = {}
+        known: dict[str, bool | None] = {}
         try:
             if discover:
                 found: list[str] = []
@@ -331,27 +355,79 @@ class WorkerProbe:
                     "ping", None, self._step(deadline), lambda host, _reply: found.append(host)
                 )
                 names.extend(h for h in found if h not in names)
-            if names:
-                remaining = self._step(deadline)
-                if remaining > 0:
-                    # All commands go out at once; one consumer sorts the replies by ticket.
-                    self._multicast(
-                        [(c, self._collector(c, r, reduced, set(names))) for c, r in commands],
-                        names,
-                        remaining,
-                    )
-                else:
-                    errors.append(ProbeError("workers", "timeout", "no time left to ask"))
+            known = {name: companion_of(name) for name in names}
+            self._ask(known, detail, reduced, deadline, errors)
         except Exception as exc:
             errors.append(describe_remote_error(exc))
-        return WorkerResult(tuple(_worker_from(n, reduced.get(n)) for n in names), tuple(errors))
+        errors.extend(companion_errors(reduced))
+        return WorkerResult(
+            tuple(_worker_from(n, reduced.get(n), known.get(n)) for n in names),
+            tuple(errors),
+            {n: frozenset(r.lists) for n, r in reduced.items() if r.lists},
+        )
 
-    def conf(self, names: Iterable[str], budget: float) -> ConfResult:
-        """Ask ``names`` for their settings (``conf``) and the ETAs they hold (``scheduled``).
+    def _ask(
+        self,
+        known: dict[str, bool | None],
+        detail: bool,
+        reduced: dict[str, Reduced],
+        deadline: float,
+        errors: list[ProbeError],
+    ) -> None:
+        """The round (two when a worker is not known yet) of commands to ``known``'s names.
 
-        Each reply is reduced through ``reduce_conf`` / ``latest_eta`` in the reply callback,
-        so no setting outside the allow-list is ever kept. Workers that do not answer within
-        ``budget`` seconds are left out.
+        A worker never asked ``active``, ``reserved`` or ``scheduled`` before its
+        companion is known not to be there: those replies carry task arguments.
+        """
+        first = {name: commands_for(companion, detail) for name, companion in known.items()}
+        if not self._send(first, reduced, deadline, errors):
+            return
+        second: dict[str, tuple[tuple[str, Reducer], ...]] = {}
+        for name, companion in known.items():
+            if companion is None and name in reduced:
+                learned = companion_verdict(reduced[name], None)
+                if learned is not None:
+                    rest = commands_for(learned, detail)
+                    second[name] = tuple(c for c in rest if c[0] != "stats")
+        self._send(second, reduced, deadline, errors)
+
+    def _send(
+        self,
+        plan: dict[str, tuple[tuple[str, Reducer], ...]],
+        reduced: dict[str, Reduced],
+        deadline: float,
+        errors: list[ProbeError],
+    ) -> bool:
+        """One round: each command once, to every worker ``plan`` asks it of. False when no
+        time was left for it."""
+        by_command: dict[str, tuple[Reducer, list[str]]] = {}
+        for name, commands in plan.items():
+            for command, reducer in commands:
+                by_command.setdefault(command, (reducer, []))[1].append(name)
+        if not by_command:
+            return True
+        remaining = self._step(deadline)
+        if remaining <= 0:
+            errors.append(ProbeError("workers", "timeout", "no time left to ask"))
+            return False
+        asks: list[Ask] = [
+            (command, names, self._collector(command, reducer, reduced, set(names)))
+            for command, (reducer, names) in by_command.items()
+        ]
+        # All commands go out at once; one consumer sorts the replies by ticket.
+        self._multicast(asks, remaining)
+        return True
+
+    def conf(
+        self, names: Iterable[str], budget: float, companion_of: CompanionOf = _not_known
+    ) -> ConfResult:
+        """Ask ``names`` for their settings (``conf``) and the ETAs they hold: ``scheduled``
+        of workers without the companion, ``doorman`` of those with it (a worker not known
+        is not asked: ``scheduled`` replies carry task arguments).
+
+        Each reply is reduced through ``reduce_conf`` / ``latest_eta`` / ``reduce_doorman``
+        in the reply callback, so no setting outside the allow-list is ever kept. Workers
+        that do not answer within ``budget`` seconds are left out.
         """
         deadline = time.monotonic() + budget
         targets = list(dict.fromkeys(names))
@@ -365,21 +441,16 @@ class WorkerProbe:
             if hostname in expected and hostname not in confs:
                 confs[hostname] = reduce_conf(value)
 
-        def on_scheduled(hostname: str, value: Any) -> None:
-            if hostname in confs:
-                eta = latest_eta(value)
-                if eta is not None:
-                    confs[hostname]["latest_eta"] = eta
-
         try:
             self._broadcast(
                 "conf", targets, self._step(deadline), on_conf, arguments={"with_defaults": True}
             )
             answered = [n for n in targets if n in confs]
+            asks = _eta_asks(answered, companion_of, confs)
             remaining = self._step(deadline)
-            if answered and remaining > 0:
-                self._broadcast("scheduled", answered, remaining, on_scheduled)
-            elif answered:
+            if asks and remaining > 0:
+                self._multicast(asks, remaining)
+            elif asks:
                 errors.append(ProbeError("workers", "timeout", "no time left for 'scheduled'"))
         except Exception as exc:
             errors.append(describe_remote_error(exc))
@@ -403,13 +474,12 @@ class WorkerProbe:
 
     def _multicast(
         self,
-        commands: list[tuple[str, Callable[[str, Any], None]]],
-        destination: list[str],
+        asks: list[Ask],
         timeout: float,
     ) -> None:
-        """Send every command to ``destination`` at once and collect until all answered.
+        """Send every command to its workers at once and collect until all answered.
 
-        Returns as soon as each addressed worker answered each command, or at ``timeout``.
+        Returns as soon as each addressed worker answered its commands, or at ``timeout``.
         kombu's own collector handles one ticket at a time (replies to other tickets are set
         aside unreduced), so the replies are consumed here and routed by their ticket.
         """
@@ -422,7 +492,7 @@ class WorkerProbe:
             self._conn = None
             clean = False
             try:
-                clean = self._round(conn, commands, destination, timeout)
+                clean = self._round(conn, asks, timeout)
             finally:
                 if clean:
                     self._conn = conn
@@ -433,8 +503,7 @@ class WorkerProbe:
     def _round(
         self,
         conn: Any,
-        commands: list[tuple[str, Callable[[str, Any], None]]],
-        destination: list[str],
+        asks: list[Ask],
         timeout: float,
     ) -> bool:
         """Publish every command and collect; True when every expected reply arrived."""
@@ -446,10 +515,12 @@ class WorkerProbe:
         mailbox = app.control.mailbox(conn)
         channel = conn.default_channel
         routes: dict[str, Callable[[str, Any], None]] = {}
-        tickets = [(uuid.uuid4().hex, command, on_reply) for command, on_reply in commands]
-        for ticket, _command, on_reply in tickets:
+        tickets = [
+            (uuid.uuid4().hex, command, names, on_reply) for command, names, on_reply in asks
+        ]
+        for ticket, _command, _names, on_reply in tickets:
             routes[ticket] = on_reply
-        expected = len(destination) * len(commands)
+        expected = sum(len(names) for _command, names, _on_reply in asks)
         received = 0
 
         def on_message(body: Any, message: Any) -> None:
@@ -472,8 +543,8 @@ class WorkerProbe:
         deadline = time.monotonic() + timeout
         try:
             with consumer:
-                for ticket, command, _on_reply in tickets:
-                    publish_command(mailbox, command, destination, ticket, channel, timeout)
+                for ticket, command, names, _on_reply in tickets:
+                    publish_command(mailbox, command, names, ticket, channel, timeout)
                 while received < expected:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -487,11 +558,37 @@ class WorkerProbe:
         return received >= expected
 
 
-def _worker_from(hostname: str, data: Reduced | None) -> WorkerRaw:
+def _eta_asks(
+    names: list[str], companion_of: CompanionOf, confs: dict[str, dict[str, ConfValue]]
+) -> list[Ask]:
+    """Who is asked for the ETAs it holds, and how: ``doorman`` of the workers with the
+    companion, ``scheduled`` of those known to have none; the latest ETA goes to ``confs``."""
+
+    def keep(hostname: str, eta: float | None) -> None:
+        if hostname in confs and eta is not None:
+            confs[hostname]["latest_eta"] = eta
+
+    def on_doorman(hostname: str, value: Any) -> None:
+        data = Reduced()
+        reduce_doorman(value, data)
+        keep(hostname, data.latest_eta)
+
+    known = {name: companion_of(name) for name in names}
+    plain = [n for n in names if known[n] is False]
+    companions = [n for n in names if known[n] is True]
+    asks: list[Ask] = []
+    if plain:
+        asks.append(("scheduled", plain, lambda host, value: keep(host, latest_eta(value))))
+    if companions:
+        asks.append((COMPANION_COMMAND, companions, on_doorman))
+    return asks
+
+
+def _worker_from(hostname: str, data: Reduced | None, planned: bool | None = None) -> WorkerRaw:
     """One worker as the probe saw it: ``online`` with what its replies said, or
     ``not_answering`` when none arrived."""
     if data is None:
-        return WorkerRaw(hostname=hostname, status="not_answering")
+        return WorkerRaw(hostname=hostname, status="not_answering", has_companion=planned)
     return WorkerRaw(
         hostname=hostname,
         status="online",
@@ -508,6 +605,8 @@ def _worker_from(hostname: str, data: Reduced | None) -> WorkerRaw:
         visibility_timeout_sec=data.visibility_timeout,
         dialect=data.dialect,
         answered=tuple(data.answered),
+        has_companion=companion_verdict(data, planned),
+        companion=data.companion,
     )
 
 
