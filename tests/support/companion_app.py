@@ -19,8 +19,9 @@ import doorman_celery
 
 app = Celery("companion-app", broker=os.environ.get("DOORMAN_DEMO_BROKER", "redis://127.0.0.1:1/0"))
 app.conf.update(
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
+    # The benchmark (bench/companion.py) runs Celery's defaults instead: early acks, prefetch 4.
+    task_acks_late=os.environ.get("COMPANION_ACKS_LATE", "1") == "1",
+    worker_prefetch_multiplier=int(os.environ.get("COMPANION_PREFETCH", "1")),
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     task_default_queue="celery",
