@@ -46,6 +46,8 @@ An inspect command without arguments, e.g.
       "active": [                  # the running tasks: these five keys, nothing else
         {"id": str, "name": str, "time_start": float, "worker_pid": int, "queue": str}
       ],
+      "reserved": [str, ...],      # ids of received tasks waiting for the pool
+      "scheduled": [{"id": str, "eta": float}],  # held for their ETA (epoch s; null if none)
       "tasks": {"<task name>": TASK, ...},   # at most 1000 names
       "queues": {"<queue>": HIST, ...},      # at most 200 queues
       "overflow": {"tasks": TASK, "queues": HIST},  # keys present only when used
@@ -55,7 +57,8 @@ An inspect command without arguments, e.g.
 ``active``: what Celery's ``active`` answers minus every argument field (no ``args``,
 ``kwargs``, ``argsrepr``, ``kwargsrepr``, ``hostname``, ``delivery_info``...). ``time_start``:
 epoch seconds the pool accepted it; ``worker_pid``: the process running it (a pool child in
-prefork, else the main process); ``queue``: see below.
+prefork, else the main process); ``queue``: see below. ``reserved`` and ``scheduled``: what
+Celery's ``reserved`` and ``scheduled`` answer, reduced to the task ids (and the ETA).
 
 TASK, per task name (Celery's name for it: the ``shadow`` name when one is set). Counters are
 cumulative since ``started``, ints, and **absent when 0**:

@@ -23,6 +23,7 @@ from celery.signals import task_revoked
 from celery.utils.imports import symbol_by_name
 from celery.worker import state as worker_state
 from celery.worker.control import Panel, inspect_command
+from celery.worker.request import Request
 
 from ._stats import (
     BUCKETS,
@@ -229,16 +230,17 @@ def _lookup_queue(exchange: Any, routing_key: Any) -> str:
 # -- the remote-control command -----------------------------------------------------------
 
 
-def _active() -> list[dict[str, Any]]:
-    """The running tasks, from request attributes only (never ``Request.info()``)."""
+def _copy(requests: Any) -> list[Any]:
     for _ in range(5):
         try:
-            requests = list(worker_state.active_requests)
-            break
+            return list(requests)
         except RuntimeError:  # changed size during iteration (threads pool)
             continue
-    else:
-        requests = []
+    return []
+
+
+def _active() -> list[dict[str, Any]]:
+    """The running tasks, from request attributes only (never ``Request.info()``)."""
     return [
         {
             "id": req.id,
@@ -247,11 +249,35 @@ def _active() -> list[dict[str, Any]]:
             "worker_pid": req.worker_pid,
             "queue": queue_of(req.delivery_info),
         }
-        for req in requests
+        for req in _copy(worker_state.active_requests)
     ]
 
 
-def reply() -> dict[str, Any]:
+def _reserved() -> list[str]:
+    """Ids of the tasks received and waiting for the pool (Celery's ``reserved``)."""
+    active = set(_copy(worker_state.active_requests))
+    return [req.id for req in _copy(worker_state.reserved_requests) if req not in active]
+
+
+def _scheduled(consumer: Any) -> list[dict[str, Any]]:
+    """Id and ETA (epoch seconds) of the tasks held for their ETA (Celery's ``scheduled``)."""
+    found: list[dict[str, Any]] = []
+    try:
+        waiting = list(consumer.timer.schedule.queue)
+    except Exception:
+        return found
+    for item in waiting:
+        try:
+            request = item.entry.args[0]
+        except (AttributeError, IndexError, TypeError):
+            continue
+        if isinstance(request, Request):
+            eta = request.eta
+            found.append({"id": request.id, "eta": eta.timestamp() if eta else None})
+    return found
+
+
+def reply(consumer: Any = None) -> dict[str, Any]:
     """The ``doorman`` command's answer (format: the package docstring)."""
     stats = STATS
     counters = stats.snapshot()
@@ -261,6 +287,8 @@ def reply() -> dict[str, Any]:
         "pid": os.getpid(),
         "started": round(stats.started, 3),
         "active": _active(),
+        "reserved": _reserved(),
+        "scheduled": _scheduled(consumer),
         "tasks": counters["tasks"],
         "queues": counters["queues"],
         "overflow": counters["overflow"],
@@ -270,7 +298,7 @@ def reply() -> dict[str, Any]:
 
 def doorman(state: Any, **kwargs: Any) -> dict[str, Any]:
     """Doorman worker companion: task outcomes, queue waits and running tasks (no arguments)."""
-    return reply()
+    return reply(getattr(state, "consumer", None))
 
 
 def _register_command() -> bool:

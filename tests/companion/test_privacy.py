@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -23,6 +24,7 @@ def test_the_reply_carries_no_argument_bytes(companions: Companions, pool: str) 
     name = f"privacy-{pool}@companion"
     companions.start(name, pool=pool, concurrency=2)
     send = companions.send
+    later = send("comp.ok", EMAIL, countdown=60)  # held for its ETA: scheduled
     running = [send("comp.block", 1.5, EMAIL, kwargs={"card": CARD}) for _ in range(2)]
     send("comp.fail", 0.0, EMAIL, CARD)  # raises with the planted values in its message
     send("comp.ok", kwargs={"email": EMAIL, "card": SECRET})
@@ -30,7 +32,10 @@ def test_the_reply_carries_no_argument_bytes(companions: Companions, pool: str) 
     # Celery's own answer carries them: the planted values are really there to leak.
     assert EMAIL in json.dumps(companions.client.control.inspect(destination=[name]).active())
 
-    reply = companions.wait_for(name, lambda r: len(r["active"]) == 2)
+    reply = companions.wait_for(name, lambda r: len(r["active"]) == 2 and r["scheduled"])
+    assert [s["id"] for s in reply["scheduled"]] == [later]
+    assert abs(reply["scheduled"][0]["eta"] - (time.time() + 60)) < 10
+    assert reply["reserved"] == []
     assert sorted(a["id"] for a in reply["active"]) == sorted(running)
     for entry in reply["active"]:
         assert set(entry) == ACTIVE_KEYS
@@ -50,7 +55,8 @@ def test_the_reply_carries_no_argument_bytes(companions: Companions, pool: str) 
         for value in PLANTED:
             assert value not in wire, value
         assert set(answer) == {
-            "v", "boot", "pid", "started", "active", "tasks", "queues", "overflow", "buckets"
+            "v", "boot", "pid", "started", "active", "reserved", "scheduled", "tasks", "queues",
+            "overflow", "buckets",
         }  # fmt: skip
 
 
