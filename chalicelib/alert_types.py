@@ -28,6 +28,8 @@ class AlertType(StrEnum):
     REDIS_MEMORY = "redis_memory"
     CONFIG_RISK = "config_risk"
     REDIS_PERMISSION = "redis_permission"
+    TASK_FAILURE_RATE = "task_failure_rate"
+    TASKS_EXPIRED = "tasks_expired"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ CATALOGUE: Mapping[AlertType, AlertKind] = _kinds(
     AlertKind(T.REDIS_MEMORY, Severity.CRITICAL, "Redis memory almost full"),
     AlertKind(T.CONFIG_RISK, Severity.WARNING, "Configuration risk"),
     AlertKind(T.REDIS_PERMISSION, Severity.WARNING, "Redis denies commands Doorman needs"),
+    AlertKind(T.TASK_FAILURE_RATE, Severity.WARNING, "Task failing"),
+    # An expiry is an event, already counted over the failure window: one check says it.
+    AlertKind(T.TASKS_EXPIRED, Severity.WARNING, "Tasks expired", pending_checks=1),
 )
 del T
 

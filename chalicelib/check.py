@@ -15,6 +15,7 @@ from typing import Any
 from .alerting import AlertState, Notification, Policy, Silence
 from .alerting import step as alert_step
 from .analyse.anomalies import find_anomalies
+from .analyse.outcomes import Outcomes, step_outcomes
 from .analyse.rules import evaluate
 from .analyse.trends import HISTORY_LENGTH, Trends, compute_trends, history_entry
 from .collect import ProbePlan
@@ -55,11 +56,18 @@ def probe_plan(state: TargetState, settings: Settings, now: float, hasher: Hashe
     the broker facts learned before (visibility timeout, key dialect)."""
     discover = discovery(state, settings, now)
     forgotten = {h for h, r in state.roster.items() if r.forgotten}
+    roster = state.roster
+
+    def companion_of(name: str) -> bool | None:
+        record = roster.get(hasher.worker(name))
+        return record.companion if record is not None else None
+
     return ProbePlan(
         skip_worker=lambda name: discover != "always" and hasher.worker(name) in forgotten,
         discover_workers=discover,
         visibility_timeout=state.visibility_timeout,
         dialect=state.dialect,
+        companion_of=companion_of,
     )
 
 
@@ -80,7 +88,12 @@ def step(
     the check has taken so far, for the payload's ``duration_ms``.
     """
     sample, roster = observe(state, snapshot, settings, hasher=hasher, now=now)
-    sample = replace(sample, errors=sample.errors + tuple(errors))
+    outcomes = measure_outcomes(state, sample, settings, now)
+    sample = replace(
+        sample,
+        errors=sample.errors + tuple(errors),
+        outcomes=outcomes.sample if outcomes is not None else None,
+    )
     entry = history_entry(sample, state.history)
     trends = compute_trends(state.history, sample, entry)
     alerts, notifications = alert_step(
@@ -103,23 +116,34 @@ def step(
         notifications=[notification_json(n) for n in notifications],
         trends=trends_json(trends, sample),
     )
-    history = [*state.history, entry] if sample.redis_ok else state.history
+    new_state = replace(
+        _learned(state, snapshot, settings, now),
+        last_sample=_stored_sample(payload),
+        roster=roster,
+        observations=sample.observations,
+        alerts=alerts,
+        history=([*state.history, entry] if sample.redis_ok else state.history)[-HISTORY_LENGTH:],
+    )
+    if outcomes is not None:
+        new_state = replace(
+            new_state, outcomes_at=now, baselines=outcomes.baselines, outcome_window=outcomes.window
+        )
+    return Stepped(payload, sample, new_state, tuple(notifications))
+
+
+def _learned(state: TargetState, snapshot: Snapshot, settings: Settings, now: float) -> TargetState:
+    """``state`` with what this snapshot taught about the broker: the visibility timeout,
+    the key dialect, and when workers were last looked for."""
     learned_vt = next(
         (w.visibility_timeout_sec for w in snapshot.workers if w.visibility_timeout_sec), None
     )
     discovered = discovery(state, settings, now) != "never" and snapshot.workers_probed
-    new_state = TargetState(
-        version=state.version,
-        last_sample=_stored_sample(payload),
-        roster=roster,
-        observations=sample.observations,
+    return replace(
+        state,
         visibility_timeout=learned_vt or state.visibility_timeout,
         last_discovery=now if discovered else state.last_discovery,
-        alerts=alerts,
-        history=history[-HISTORY_LENGTH:],
         dialect=snapshot.dialect or state.dialect,
     )
-    return Stepped(payload, sample, new_state, tuple(notifications))
 
 
 def observe(
@@ -143,6 +167,22 @@ def observe(
     sample = replace(sample, workers=reported)
     anomalies = find_anomalies(sample, unacked, settings.thresholds)
     return replace(sample, anomalies=anomalies), roster
+
+
+def measure_outcomes(
+    state: TargetState, sample: Sample, settings: Settings, now: float
+) -> Outcomes | None:
+    """The companions' outcomes of this check (None when the workers were not asked)."""
+    if not sample.workers_probed:
+        return None
+    return step_outcomes(
+        sample.workers,
+        state.baselines,
+        state.outcome_window,
+        now=now,
+        since=state.outcomes_at,
+        window_seconds=settings.failure_window_seconds,
+    )
 
 
 def audit_trends(samples: Sequence[Sample]) -> Trends:
@@ -202,7 +242,10 @@ def update_roster(
     for w in workers:
         previous = roster.get(w.id_hash, WorkerRecord())
         if w.status == "online":
-            new[w.id_hash] = WorkerRecord(last_seen=now, concurrency=w.concurrency)
+            companion = previous.companion if w.companion is None else w.companion
+            new[w.id_hash] = WorkerRecord(
+                last_seen=now, concurrency=w.concurrency, companion=companion
+            )
             report.append(w)
             continue
         silent_since = previous.silent_since or now

@@ -311,6 +311,9 @@ class QueueSample:
     problem: str | None
     # The ETA window ran out before a due message: latency behind it is not measured.
     latency_window_exhausted: bool = False
+    # Oldest waiting messages (one per priority list) already past their ``expires``: a
+    # worker will discard them unrun. A lower bound: messages behind them are not read.
+    expired_waiting: int = 0
 
 
 @dataclass(frozen=True)
@@ -337,6 +340,9 @@ class WorkerSample:
     uptime_sec: int | None
     tasks: tuple[ActiveTaskSample, ...]
     detail_age_sec: float | None = None
+    companion: bool | None = None  # whether it runs the companion (None: not known yet)
+    # The companion's cumulative counters, names sanitized (merged when two scrub alike).
+    outcomes: CompanionRaw | None = None
 
 
 @dataclass(frozen=True)
@@ -358,6 +364,33 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class TaskOutcome:
+    """One task name's outcomes over an interval, every worker's together; ``runtime`` is
+    the histogram of the runs that ended in it."""
+
+    name: str
+    counters: TaskCounters
+
+
+@dataclass(frozen=True)
+class OutcomeSample:
+    """What the companions measured since the previous check, and over the failure window.
+
+    ``measured``: at least one answering worker has the companion (else every figure is
+    unknown, not 0). ``without``: the answering workers that have none (by hash).
+    """
+
+    measured: bool
+    counted: int = 0  # workers whose interval could be told (not a first baseline)
+    tasks: tuple[TaskOutcome, ...] = ()
+    waits: dict[str, Histogram] = field(default_factory=dict)  # by (sanitized) queue name
+    window: dict[str, TaskCounters] = field(default_factory=dict)  # no runtime
+    window_seconds: float = 0.0
+    bounds: tuple[float, ...] = ()
+    without: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Sample:
     target: str
     timestamp: float
@@ -375,6 +408,7 @@ class Sample:
     observations: dict[str, Observation]
     phase_ms: dict[str, float] = field(default_factory=dict)
     queues_found: int = 0
+    outcomes: OutcomeSample | None = None  # the companions' figures (None: not computed)
 
     @property
     def queues_not_shown(self) -> int:

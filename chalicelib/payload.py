@@ -5,8 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from .alerting import AlertState, Notification
+from .analyse.outcomes import COUNTERS, counters_add, failure_rate, quantile
 from .analyse.trends import Trends, diagnosis
-from .model import Anomaly, QueueSample, Sample, WorkerSample
+from .model import (
+    Anomaly,
+    OutcomeSample,
+    QueueSample,
+    Sample,
+    TaskCounters,
+    TaskOutcome,
+    WorkerSample,
+)
 from .text import iso
 
 PRIVACY = {
@@ -19,7 +28,7 @@ PRIVACY = {
 }
 
 
-def _queue(q: QueueSample) -> dict[str, Any]:
+def _queue(q: QueueSample, outcomes: OutcomeSample | None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": q.name,
         "depth": q.depth,
@@ -42,11 +51,22 @@ def _queue(q: QueueSample) -> dict[str, Any]:
         doc["problem"] = q.problem
     if q.latency_window_exhausted:
         doc["latency_window_exhausted"] = True
+    if q.expired_waiting:
+        doc["expired_waiting"] = q.expired_waiting
+    waits = outcomes.waits.get(q.name) if outcomes is not None else None
+    if waits is not None and outcomes is not None:
+        doc["wait_p50_sec"] = _seconds(quantile(waits, outcomes.bounds, 0.5))
+        doc["wait_p95_sec"] = _seconds(quantile(waits, outcomes.bounds, 0.95))
     return doc
+
+
+def _seconds(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
 
 
 def _worker(w: WorkerSample) -> dict[str, Any]:
     doc: dict[str, Any] = {"id_hash": w.id_hash, "status": w.status, "concurrency": w.concurrency}
+    doc["companion"] = w.companion is True
     if w.status == "online":
         doc.update(
             active=w.active,
@@ -122,6 +142,53 @@ def trends_json(trends: Trends, sample: Sample) -> dict[str, Any]:
     }
 
 
+def _task(t: TaskOutcome, bounds: tuple[float, ...]) -> dict[str, Any]:
+    c = t.counters
+    doc: dict[str, Any] = {"name": t.name, **{n: getattr(c, n) for n in COUNTERS}}
+    rate = failure_rate(c)
+    doc["failure_rate"] = round(rate, 4) if rate is not None else None
+    runtime = c.runtime
+    doc["runtime_avg_sec"] = _seconds(runtime.total / runtime.count) if runtime else None
+    doc["runtime_p95_sec"] = _seconds(quantile(runtime, bounds, 0.95))
+    return doc
+
+
+def outcome_metrics(outcomes: OutcomeSample | None) -> dict[str, Any]:
+    """The target's task figures since the previous check; None where not measured (no
+    companion answered, or each one only gave its first counters)."""
+    if outcomes is None or not outcomes.counted:
+        return dict.fromkeys(
+            ("tasks_succeeded", "tasks_failed", "tasks_expired", "failure_rate_pct")
+        )
+    total = TaskCounters()
+    for t in outcomes.tasks:
+        total = counters_add(total, t.counters, runtime=False)
+    rate = failure_rate(total)
+    return {
+        "tasks_succeeded": total.succeeded,
+        "tasks_failed": total.failed,
+        "tasks_expired": total.expired,
+        "failure_rate_pct": round(rate * 100.0, 2) if rate is not None else None,
+    }
+
+
+def companion_json(sample: Sample) -> dict[str, Any]:
+    """Which answering workers run the companion, and what is not measured without it."""
+    outcomes = sample.outcomes
+    online = [w for w in sample.workers if w.status == "online"]
+    without = [w.id_hash for w in online if w.companion is not True]
+    doc: dict[str, Any] = {"workers": len(online) - len(without), "without": without}
+    if without:
+        doc["not_measured"] = (
+            "task outcomes (failures, retries, expiries), run times and exact queue waits of"
+            f" {len(without)} worker(s) without the companion; their running tasks are asked"
+            " with active, whose replies carry task arguments to Doorman (dropped on arrival)"
+        )
+    if outcomes is not None and outcomes.measured and not outcomes.counted:
+        doc["first_reading"] = True  # counters read for the first time: figures next check
+    return doc
+
+
 def build_payload(
     sample: Sample,
     *,
@@ -148,6 +215,7 @@ def build_payload(
         "unacked_total": sample.unacked_total,
         "redis_connected": sample.redis_ok,
         "celery_connected": sample.alive_workers > 0,
+        **outcome_metrics(sample.outcomes),
     }
     if largest is not None and (largest.latency_sec or 0) > 0:
         metrics["max_latency_queue"] = largest.name
@@ -156,8 +224,12 @@ def build_payload(
         "timestamp": iso(sample.timestamp),
         "check_duration_ms": round(sample.duration_ms, 1),
         "metrics": metrics,
-        "queues": [_queue(q) for q in sample.queues],
+        "queues": [_queue(q, sample.outcomes) for q in sample.queues],
         "workers": [_worker(w) for w in sample.workers],
+        "tasks": [_task(t, sample.outcomes.bounds) for t in sample.outcomes.tasks]
+        if sample.outcomes is not None
+        else [],
+        "companion": companion_json(sample),
         "anomalies": [_anomaly(a) for a in sample.anomalies],
         "trends": trends or {},
         "redis": dict(sample.redis),

@@ -13,11 +13,14 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from .analyse.outcomes import counters_add, hist_add
 from .model import (
     ActiveTaskSample,
+    CompanionRaw,
+    Histogram,
     MessagePeek,
     Observation,
     ProbeError,
@@ -25,6 +28,7 @@ from .model import (
     QueueSample,
     Sample,
     Snapshot,
+    TaskCounters,
     WorkerRaw,
     WorkerSample,
 )
@@ -406,7 +410,11 @@ def _queue_sample(
     unreadable = False
     serializers: set[str] = set()
     redelivered = False
+    expired = 0
     for peek in raw.oldest:
+        expires_at = parse_time(peek.expires) if peek.decoded else None
+        if expires_at is not None and expires_at < now:
+            expired += 1
         if not peek.decoded:
             unreadable = True
         if peek.content_type:
@@ -441,6 +449,7 @@ def _queue_sample(
         redelivered=redelivered,
         problem=raw.problem,
         latency_window_exhausted=any(p.window_exhausted for p in raw.oldest),
+        expired_waiting=expired,
     )
 
 
@@ -487,7 +496,27 @@ def _worker_sample(
         uptime_sec=raw.uptime_sec,
         tasks=tasks,
         detail_age_sec=raw.detail_age_sec,
+        companion=raw.has_companion,
+        outcomes=_outcomes(raw.companion, privacy, queue_names),
     )
+
+
+def _outcomes(
+    raw: CompanionRaw | None, privacy: Privacy, queue_names: dict[str, str]
+) -> CompanionRaw | None:
+    """The companion's counters with task and queue names as every other name is shown;
+    names that come out alike are added together (nothing is dropped)."""
+    if raw is None:
+        return None
+    tasks: dict[str, TaskCounters] = {}
+    for name, counters in raw.tasks.items():
+        safe = privacy.name(name)
+        tasks[safe] = counters_add(tasks[safe], counters) if safe in tasks else counters
+    waits: dict[str, Histogram] = {}
+    for queue, hist in raw.waits.items():
+        safe = queue_names.get(queue) or privacy.name(queue)
+        waits[safe] = hist_add(waits.get(safe), hist) or hist
+    return replace(raw, tasks=tasks, waits=waits)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def build_slots(
 ) -> dict[str, TargetSlot]:
     """One slot per target. A target whose connections cannot be built is kept, unusable,
     so that it is reported on every invocation without stopping the others."""
-    from .wiring import collector_for
+    from .collect import collector_for
 
     slots: dict[str, TargetSlot] = {}
     for settings in targets:

@@ -1,5 +1,6 @@
-"""How the parts are put together: settings from the command line's values, the collector
-(shared with the Lambda side), and the local state store and hasher.
+"""How the parts are put together for a run on this machine: settings from the command
+line's values, the collector (``collect.collector_for``, as the Lambda side builds it), the
+local state store and hasher.
 
 ``cli`` parses arguments and calls these; ``audit`` and ``simulate`` are libraries that take
 what these build, so nothing imports the command line back.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .collect import Collector
+from .collect import collector_for
 from .runner import Deps
 from .sanitize import Hasher
 from .settings import ConfigError, Settings, load_settings
@@ -34,17 +35,6 @@ def local_settings(
         "check_interval_seconds": interval,
     }
     return load_settings(config_path=config_path, overrides=overrides)
-
-
-def collector_for(settings: Settings) -> Collector:
-    """The target's collector, or a ConfigError naming the setting that cannot be used."""
-    try:
-        return Collector(settings)
-    except (ValueError, TypeError) as exc:
-        # The URL passed validation but the Redis client still refused it; its text may hold
-        # the URL, so only the kind of error is named.
-        key = "celery_broker_url" if settings.celery_broker_url else "redis_url"
-        raise ConfigError(f"{key}: cannot be used ({type(exc).__name__})") from None
 
 
 def local_deps(settings: Settings) -> Deps:

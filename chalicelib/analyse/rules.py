@@ -15,6 +15,7 @@ from ..model import Finding, Sample, Severity
 from ..sanitize import names_queue
 from ..thresholds import Thresholds
 from .deep import EVICTING, EVICTION_ADVICE
+from .task_rules import task_failure_rate, tasks_expired
 from .trends import GHOST_SATURATION, HIGH_SATURATION, Trends
 
 Rule = Callable[[Sample, Trends, Thresholds], Iterable[Finding]]
@@ -326,6 +327,8 @@ RULES: tuple[Rule, ...] = (
     orphaned_tasks,
     redis_memory,
     growth,
+    task_failure_rate,
+    tasks_expired,
 )
 
 

@@ -8,6 +8,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from ..alerting import AlertState, Notification, Silence
+from ..analyse.outcomes import (
+    Baseline,
+    WindowEntry,
+    baseline_from_json,
+    baseline_to_json,
+    window_from_json,
+    window_to_json,
+)
 from ..model import Dialect, Observation
 
 OUTBOX_TTL_SECONDS = 3 * 86400
@@ -29,6 +37,7 @@ class WorkerRecord:
     silent_since: float | None = None
     forgotten: bool = False
     concurrency: int | None = None
+    companion: bool | None = None  # whether it runs the companion (None: not known)
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,10 @@ class TargetState:
     alerts: dict[str, AlertState] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     dialect: Dialect | None = None  # the broker's key naming, as learned
+    # The companions' counters as last read (by worker hash), when, and the failure window.
+    outcomes_at: float | None = None
+    baselines: dict[str, Baseline] = field(default_factory=dict)
+    outcome_window: list[WindowEntry] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies the history and sample on every commit,
@@ -58,6 +71,9 @@ class TargetState:
             "alerts": {k: a.to_json() for k, a in self.alerts.items()},
             "history": self.history,
             "dialect": self.dialect.to_json() if self.dialect is not None else None,
+            "outcomes_at": self.outcomes_at,
+            "baselines": {k: baseline_to_json(b) for k, b in self.baselines.items()},
+            "outcome_window": [window_to_json(e) for e in self.outcome_window],
         }
 
     @classmethod
@@ -79,7 +95,23 @@ class TargetState:
             history=_history(body),
             # Shaped like nothing it knows (an older Doorman, a hand edit): learn it again.
             dialect=Dialect.from_json(body.get("dialect")),
+            **_outcomes(body),
         )
+
+
+def _outcomes(body: dict[str, Any]) -> dict[str, Any]:
+    """The companions' baselines and window; shaped like nothing known (another version, a
+    hand edit): none, so the next check starts a new baseline instead of failing."""
+    try:
+        return {
+            "outcomes_at": _optional_number(body, "outcomes_at"),
+            "baselines": {
+                str(k): baseline_from_json(v) for k, v in (body.get("baselines") or {}).items()
+            },
+            "outcome_window": [window_from_json(e) for e in body.get("outcome_window") or []],
+        }
+    except (AttributeError, KeyError, TypeError, ValueError, StateError):
+        return {}
 
 
 def _alert(key: str, value: Any) -> AlertState:
@@ -150,8 +182,11 @@ def _worker_record(key: str, value: Any) -> WorkerRecord:
         raise _shape_error(where.rstrip("."))
     concurrency = value.get("concurrency")
     forgotten = value.get("forgotten", False)
-    if (concurrency is not None and not isinstance(concurrency, int)) or not isinstance(
-        forgotten, bool
+    companion = value.get("companion")
+    if (
+        (concurrency is not None and not isinstance(concurrency, int))
+        or not isinstance(forgotten, bool)
+        or not (companion is None or isinstance(companion, bool))
     ):
         raise _shape_error(where.rstrip("."))
     return WorkerRecord(
@@ -159,6 +194,7 @@ def _worker_record(key: str, value: Any) -> WorkerRecord:
         silent_since=_optional_number(value, "silent_since", where),
         forgotten=forgotten,
         concurrency=concurrency,
+        companion=companion,
     )
 
 

@@ -35,6 +35,8 @@ NAMES = (
     "redis_memory",
     "config_risk",
     "redis_permission",
+    "task_failure_rate",
+    "tasks_expired",
 )
 
 
