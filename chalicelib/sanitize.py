@@ -540,7 +540,13 @@ def _unacked_samples(
         if w.status != "offline"
         for tid in (*(t.task_id for t in w.active), *w.reserved_ids)
     }
-    any_silent = any(w.status == "not_answering" for w in snapshot.workers)
+    # Silent, or answering without saying what it runs (active or the companion's reply
+    # failed): it may hold any of them.
+    any_silent = any(
+        w.status == "not_answering"
+        or (w.status == "online" and not {"active", "doorman"} & set(w.answered))
+        for w in snapshot.workers
+    )
     return tuple(
         UnackedSample(
             task_id_hash=hasher.task(e.task_id) if e.task_id else None,

@@ -635,3 +635,28 @@ def replace_task(peek: MessagePeek, name: str) -> MessagePeek:
     from dataclasses import replace
 
     return replace(peek, task_name=name)
+
+
+@pytest.mark.parametrize(
+    ("answered", "held"),
+    [
+        (("active",), False),  # it said what it runs, and this task is not among it
+        (("doorman",), False),  # so did its companion
+        (("stats",), True),  # online, but what it runs is unknown: it may hold the task
+        ((), True),
+    ],
+)
+def test_an_unacked_task_is_orphaned_only_when_every_live_worker_said_what_it_runs(
+    answered: tuple[str, ...], held: bool
+) -> None:
+    unacked = UnackedRaw(
+        total=1,
+        overdue_total=1,
+        overdue=(UnackedEntry("lost-1", "tasks.x", "celery", 7200.0),),
+        visibility_timeout_sec=3600.0,
+    )
+    worker = WorkerRaw("w@h", "online", concurrency=1, answered=answered)
+    _, entries = sanitize(
+        snapshot(workers=(worker,), unacked=unacked), hasher=Hasher("k"), previous_observations={}
+    )
+    assert [e.held_by_live_worker for e in entries] == [held]
