@@ -16,6 +16,36 @@ _SOURCES = {
 }
 
 
+def _task_lines(payload: dict[str, Any]) -> list[str]:
+    """Task outcomes since the previous check, and what is not measured without the
+    companion."""
+    m, companion = payload["metrics"], payload.get("companion") or {}
+    lines: list[str] = []
+    if m.get("tasks_succeeded") is not None:
+        rate = m.get("failure_rate_pct")
+        lines.append(
+            f"  Tasks      {m['tasks_succeeded']} succeeded, {m['tasks_failed']} failed,"
+            f" {m['tasks_expired']} expired since the last check"
+            + (f" (failure rate {rate:.1f}%)" if rate is not None else "")
+        )
+        ranked = sorted(payload.get("tasks", []), key=lambda t: (-t["failed"], t["name"]))
+        for t in ranked[:10]:
+            counts = ", ".join(
+                f"{t[k]} {k}" for k in ("succeeded", "failed", "retried", "expired") if t[k]
+            )
+            lines.append(f"             {safe_text(t['name'])}: {counts or 'nothing ended'}")
+    elif companion.get("first_reading"):
+        lines.append("  Tasks      counters read for the first time: figures from the next check")
+    without = companion.get("without") or []
+    if without:
+        lines.append(
+            f"  Companion  {len(without)} worker(s) without it ({', '.join(without[:5])}"
+            + (", ..." if len(without) > 5 else "")
+            + "): their task failures, expiries and waits are not measured"
+        )
+    return lines
+
+
 def render_text(payload: dict[str, Any]) -> str:
     """A short summary of one check: connection, workers, queues, anomalies, errors."""
     m = payload["metrics"]
@@ -48,6 +78,7 @@ def render_text(payload: dict[str, Any]) -> str:
         )
     if len(payload["queues"]) > 10:
         lines.append(f"             ... and {len(payload['queues']) - 10} more queues")
+    lines.extend(_task_lines(payload))
     for a in payload["anomalies"]:
         where = f" on {a['worker_id_hash']}" if a.get("worker_id_hash") else ""
         lines.append(

@@ -7,8 +7,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..analyse.deep import ConfigCheck
+from ..analyse.outcomes import counters_add, failure_rate, finished
+from ..analyse.task_rules import CRITICAL_FAILURE_RATE_PCT
 from ..analyse.trends import Trends, diagnosis
-from ..model import Finding, ProbeError, QueueSample, Sample, Severity, WorkerSample
+from ..model import (
+    Finding,
+    ProbeError,
+    QueueSample,
+    Sample,
+    Severity,
+    TaskCounters,
+    WorkerSample,
+)
 from ..text import count, fmt_bytes, fmt_seconds, safe_text
 from ..thresholds import Thresholds
 
@@ -382,6 +392,73 @@ def _recommendations(audit: Audit) -> tuple[Recommendation, ...]:
     return tuple(sorted(merged.values(), key=lambda r: -r.severity.rank))
 
 
+def _task_totals(samples: Sequence[Sample]) -> tuple[dict[str, TaskCounters], bool]:
+    """Every task name's outcomes over the audit's samples (each one's interval), and
+    whether any interval could be measured at all."""
+    totals: dict[str, TaskCounters] = {}
+    counted = False
+    for sample in samples:
+        outcomes = sample.outcomes
+        if outcomes is None or not outcomes.counted:
+            continue
+        counted = True
+        for t in outcomes.tasks:
+            old = totals.get(t.name)
+            totals[t.name] = counters_add(old, t.counters) if old else t.counters
+    return totals, counted
+
+
+def _task_row(name: str, c: TaskCounters, th: Thresholds) -> Row:
+    rate = failure_rate(c)
+    level = OK
+    if rate is not None and finished(c) >= th.min_task_volume:
+        if rate * 100.0 > CRITICAL_FAILURE_RATE_PCT:
+            level = CRITICAL
+        elif rate * 100.0 > th.max_failure_rate_pct:
+            level = WARNING
+    if c.expired and level == OK:
+        level = WARNING
+    ran = f"{c.succeeded} ok, {c.failed} failed" + (
+        f" ({rate * 100.0:.0f}%)" if rate is not None and c.failed else ""
+    )
+    others = ", ".join(f"{getattr(c, k)} {k}" for k in ("retried", "expired") if getattr(c, k))
+    return Row(level, (safe_text(name), ran, others))
+
+
+def _tasks(audit: Audit) -> Section | None:
+    """Task outcomes over the audit, from the worker companions; what is not measured."""
+    last = audit.last
+    online = [w for w in last.workers if w.status == "online"]
+    if not online:
+        return None
+    totals, counted = _task_totals(audit.samples)
+    ranked = sorted(totals.items(), key=lambda item: (-item[1].failed, item[0]))
+    rows = [_task_row(name, c, audit.thresholds) for name, c in ranked[:MAX_QUEUE_ROWS]]
+    if len(ranked) > MAX_QUEUE_ROWS:
+        rows.append(Row(INFO, (f"... and {len(ranked) - MAX_QUEUE_ROWS} more task name(s)",)))
+    with_companion = [w for w in online if w.companion]
+    if with_companion and not counted:
+        rows.append(
+            Row(INFO, ("counters read for the first time: take 2 samples to see outcomes",))
+        )
+    elif with_companion and not totals:
+        rows.append(Row(OK, ("no task ended during the audit",)))
+    without = [w.id_hash for w in online if not w.companion]
+    if without:
+        rows.append(
+            Row(
+                UNKNOWN,
+                (
+                    "Not measured",
+                    f"{count(len(without), 'worker')} without the companion"
+                    f" ({', '.join(without[:4])}{', ...' if len(without) > 4 else ''}):"
+                    " failures, expiries and queue waits",
+                ),
+            )
+        )
+    return Section("Task outcomes", tuple(rows))
+
+
 def build_report(audit: Audit, target: str, timestamp: str) -> Report:
     findings = list(audit.findings)
     by_type: dict[str, list[Finding]] = {}
@@ -396,6 +473,9 @@ def build_report(audit: Audit, target: str, timestamp: str) -> Report:
         _queues(audit, findings),
         _metrics(audit),
     ]
+    tasks = _tasks(audit)
+    if tasks is not None:
+        sections.append(tasks)
     if len(audit.samples) > 1:
         sections.append(_trends(audit))
     if audit.deep is not None:

@@ -3,13 +3,14 @@ failure-rate and expiry alerts, queue waits, and what a worker without the compa
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.companion.conftest import Companions, outcomes, publish_header
-from tests.conftest import Checker, WorkerFactory
+from tests.conftest import Checker, WorkerFactory, run_cli
 
 pytestmark = pytest.mark.slow  # real workers
 
@@ -118,3 +119,33 @@ def test_a_restarted_worker_is_a_reset_and_a_plain_worker_is_named(
     assert by_status == {True, False}
     assert len(payload["companion"]["without"]) == 1
     assert "without the companion" in payload["companion"]["not_measured"]
+
+
+def test_the_text_check_and_the_audit_show_outcomes_and_what_is_not_measured(
+    companions: Companions, checker: Any, workers: WorkerFactory, tmp_path: Any
+) -> None:
+    name = "audit@companion"
+    companions.start(name, pool="threads", concurrency=2)
+    workers.start("plain@audit", pool="solo", concurrency=1, queues=("other",))
+    check: Checker = checker(**SETTINGS)
+    check.check()  # the baseline, kept in the state the audit reads
+    for _ in range(12):
+        companions.send("comp.fail")
+    for _ in range(3):
+        companions.send("comp.ok", 0.0)
+    _settled(companions, name, {"comp.fail": {"failed": 12}, "comp.ok": {"succeeded": 3}})
+    env = {"DOORMAN_HASH_SECRET": "test-secret", "NO_COLOR": "1"}
+    common = ["--redis-url", check.url, "--state", str(check.state_path)]
+    audit = run_cli(["audit", *common], env=env)
+    out = audit.stdout
+    assert audit.returncode == 2, out + audit.stderr  # 12 of 12 runs failed: critical
+    section = out[out.index("Task outcomes") :]
+    assert re.search(r"✗ comp\.fail +0 ok, 12 failed \(100%\)", section)
+    assert re.search(r"✓ comp\.ok +3 ok, 0 failed", section)
+    assert "1 worker without the companion" in section
+    assert "Task failing: comp.fail" in out  # the recommendation of the finding
+
+    text = run_cli(["check", "--once", "--format", "text", *common], env=env)
+    assert "  Companion  1 worker(s) without it" in text.stdout
+    # The audit changed nothing: the check still counts the 15 runs since its baseline.
+    assert "  Tasks      3 succeeded, 12 failed, 0 expired since the last check" in text.stdout
