@@ -15,7 +15,7 @@ from typing import Any
 from .alerting import AlertState, Notification, Policy, Silence
 from .alerting import step as alert_step
 from .analyse.anomalies import find_anomalies
-from .analyse.outcomes import Outcomes, step_outcomes
+from .analyse.outcomes import MAX_STORED_ENTRIES, Outcomes, step_outcomes
 from .analyse.rules import evaluate
 from .analyse.trends import HISTORY_LENGTH, Trends, compute_trends, history_entry
 from .collect import ProbePlan
@@ -91,7 +91,7 @@ def step(
     outcomes = measure_outcomes(state, sample, settings, now)
     sample = replace(
         sample,
-        errors=sample.errors + tuple(errors),
+        errors=sample.errors + tuple(errors) + _outcome_errors(outcomes),
         outcomes=outcomes.sample if outcomes is not None else None,
     )
     entry = history_entry(sample, state.history)
@@ -129,6 +129,20 @@ def step(
             new_state, outcomes_at=now, baselines=outcomes.baselines, outcome_window=outcomes.window
         )
     return Stepped(payload, sample, new_state, tuple(notifications))
+
+
+def _outcome_errors(outcomes: Outcomes | None) -> tuple[ProbeError, ...]:
+    if outcomes is None or not outcomes.not_kept:
+        return ()
+    return (
+        ProbeError(
+            "outcomes",
+            "too_many",
+            f"the companion counters of {len(outcomes.not_kept)} worker(s) are not kept: all"
+            f" workers together report more than {MAX_STORED_ENTRIES:,} task names and queues;"
+            " their task outcomes are not measured",
+        ),
+    )
 
 
 def _learned(state: TargetState, snapshot: Snapshot, settings: Settings, now: float) -> TargetState:

@@ -26,6 +26,9 @@ from ..model import (
 )
 
 COUNTERS = ("succeeded", "failed", "retried", "rejected", "revoked", "expired")
+# Task names and queues kept as baselines, all workers together: each costs about 80 bytes of
+# the stored state (one DynamoDB item, at most 350 KB compressed).
+MAX_STORED_ENTRIES = 20_000
 # The names under which what a companion could not keep apart (beyond its own limits) is shown.
 OVERFLOW_TASKS = "(other tasks)"
 OVERFLOW_QUEUES = "(other queues)"
@@ -56,6 +59,7 @@ class Outcomes:
     sample: OutcomeSample
     baselines: dict[str, Baseline]
     window: list[WindowEntry]
+    not_kept: tuple[str, ...] = ()  # workers whose counters were over MAX_STORED_ENTRIES
 
 
 # --- arithmetic --------------------------------------------------------------------------------
@@ -198,7 +202,8 @@ def step_outcomes(
         for queue, h in part[1].items():
             if comparable:
                 waits[queue] = hist_add(waits.get(queue), h) or h
-    measured = bool(new_baselines)
+    new_baselines, not_kept = _bounded(new_baselines)
+    measured = bool(new_baselines) or bool(not_kept)
     kept = [e for e in window if now - e.at < window_seconds]
     done = {n: replace(c, runtime=None) for n, c in tasks.items() if not is_empty(c)}
     if measured:
@@ -213,7 +218,23 @@ def step_outcomes(
         bounds=bounds,
         without=tuple(sorted(w.id_hash for w in online if not w.companion)),
     )
-    return Outcomes(sample, new_baselines, kept)
+    return Outcomes(sample, new_baselines, kept, not_kept)
+
+
+def _bounded(baselines: dict[str, Baseline]) -> tuple[dict[str, Baseline], tuple[str, ...]]:
+    """The baselines that fit MAX_STORED_ENTRIES (workers in hash order), and the workers
+    left out: those are read again as new next check, so their outcomes are not measured."""
+    kept: dict[str, Baseline] = {}
+    left: list[str] = []
+    used = 0
+    for wid in sorted(baselines):
+        size = len(baselines[wid].tasks) + len(baselines[wid].waits)
+        if used + size > MAX_STORED_ENTRIES:
+            left.append(wid)
+            continue
+        kept[wid] = baselines[wid]
+        used += size
+    return kept, tuple(left)
 
 
 def window_totals(window: Iterable[WindowEntry]) -> dict[str, TaskCounters]:

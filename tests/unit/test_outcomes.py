@@ -214,3 +214,41 @@ def test_the_stored_form_round_trips() -> None:
     assert baseline_from_json(json.loads(json.dumps(baseline_to_json(b)))) == b
     e = WindowEntry(3.0, {"send": TaskCounters(failed=2)})
     assert window_from_json(json.loads(json.dumps(window_to_json(e)))) == e
+
+
+def test_baselines_over_the_bound_are_not_kept_and_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.analyse import outcomes as module
+
+    monkeypatch.setattr(module, "MAX_STORED_ENTRIES", 4)
+    two = raw(a=TaskCounters(succeeded=1), b=TaskCounters(succeeded=1))
+    out = run([worker("w1", two), worker("w2", two), worker("w3", two)])
+    assert sorted(out.baselines) == ["w1", "w2"] and out.not_kept == ("w3",)
+    assert out.sample.measured
+
+
+def test_a_state_at_the_bound_fits_one_dynamodb_item() -> None:
+    """20 workers of 1,000 task names each, with run-time histograms: the stored state, as
+    the DynamoDB store compresses it, stays under the size it keeps for one item."""
+    import zlib
+
+    from chalicelib.analyse.outcomes import MAX_STORED_ENTRIES
+    from chalicelib.state import TargetState
+    from chalicelib.state.dynamodb import MAX_ITEM_BYTES
+
+    bounds = tuple(float(b) for b in range(1, 44))
+    counts = tuple([0] * 10 + [3, 9, 27, 4] + [0] * 30)
+    runtime = Histogram(43, 81.5, 9.75, counts)
+    names = [f"proj.billing.tasks.charge_customer_{i:04d}" for i in range(1000)]
+    baselines = {
+        f"w-{n:08x}": Baseline(
+            f"{n:016x}",
+            1.7e9 + n,
+            {name: TaskCounters(1234 + n, 56, 7, 0, 1, 2, runtime) for name in names},
+            {},
+        )
+        for n in range(MAX_STORED_ENTRIES // len(names))
+    }
+    assert sum(len(b.tasks) for b in baselines.values()) == MAX_STORED_ENTRIES
+    assert len(bounds) + 1 == len(counts)
+    body = json.dumps(TargetState(baselines=baselines).to_json(), separators=(",", ":"))
+    assert len(zlib.compress(body.encode(), 6)) < MAX_ITEM_BYTES
