@@ -3,6 +3,7 @@ failure-rate and expiry alerts, queue waits, and what a worker without the compa
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -149,3 +150,25 @@ def test_the_text_check_and_the_audit_show_outcomes_and_what_is_not_measured(
     assert "  Companion  1 worker(s) without it" in text.stdout
     # The audit changed nothing: the check still counts the 15 runs since its baseline.
     assert "  Tasks      3 succeeded, 12 failed, 0 expired since the last check" in text.stdout
+
+
+def test_a_task_name_with_personal_data_is_counted_under_its_scrubbed_name(
+    companions: Companions, checker: Any
+) -> None:
+    from tests.support.companion_app import PII_TASK_NAME
+
+    name = "pii-name@companion"
+    companions.start(name, pool="threads", concurrency=2)
+    check: Checker = checker(**SETTINGS)
+    check.check()
+    companions.send(PII_TASK_NAME, kwargs={"fail_it": True})
+    companions.send(PII_TASK_NAME)
+    _settled(companions, name, {PII_TASK_NAME: {"failed": 1, "succeeded": 1}})
+    payload = check.check()
+    (task,) = payload["tasks"]
+    assert (task["succeeded"], task["failed"]) == (1, 1)
+    assert task["name"] == "[email]"  # the scrubber takes the whole dotted address
+    stored = check.state_path.read_bytes()
+    for planted in ("jane.doe", "example.com", "4111111111111111"):
+        assert planted not in json.dumps(payload)
+        assert planted.encode() not in stored

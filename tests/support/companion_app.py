@@ -121,3 +121,13 @@ def expire_me(email: str = "") -> None:
 @app.task(name="comp.limited", time_limit=0.5)
 def limited(seconds: float) -> None:
     time.sleep(seconds)
+
+
+# A task whose very name holds personal data: the check shows it scrubbed, nowhere raw.
+PII_TASK_NAME = "comp.notify.jane.doe@example.com.4111111111111111"
+
+
+@app.task(name=PII_TASK_NAME)
+def notify_named(fail_it: bool = False) -> None:
+    if fail_it:
+        raise RuntimeError("planted")
