@@ -1,4 +1,5 @@
-"""The ``doorman`` command: check, simulate, whois."""
+"""The ``doorman`` command: argument parsing and output for check, simulate, audit, config,
+silence, whois and acl; the work lives in the modules each command calls."""
 
 from __future__ import annotations
 
@@ -134,10 +135,12 @@ def _add_simulate(sub: Any) -> None:
     sim.add_argument("--enqueue", type=int, default=0, metavar="M", help="tasks to enqueue")
     sim.add_argument(
         "--scenario",
-        choices=("healthy", "workers-down", "backlog", "stuck"),
+        choices=("healthy", "workers-down", "backlog", "stuck", "failing", "expiring"),
         default=None,
         help="preset: healthy (1 worker), workers-down (0 workers, 5 tasks),"
-        " backlog (1 slow worker, 20 tasks), stuck (a task running past its limit)",
+        " backlog (1 slow worker, 20 tasks), stuck (a task running past its limit),"
+        " failing (a task failing 3 runs in 4), expiring (tasks expiring while they wait);"
+        " failing and expiring send their tasks after the first check, so need 2 checks",
     )
     sim.add_argument(
         "--checks",
