@@ -102,7 +102,7 @@ def _check(*stats: tuple[str, str]) -> LogsQuery:
     return LogsQuery(CHECK_KIND, stats, ("bin(1m)",))
 
 
-# The per-target graphs drawn from the check's line: (title, query), four to a row.
+# The per-target graphs drawn from the check's line: (title, query), up to four to a row.
 TARGET_ROWS: tuple[tuple[tuple[str, LogsQuery], ...], ...] = (
     (
         ("Check duration (ms)", _check(("max", "CheckDurationMs"))),
@@ -115,6 +115,16 @@ TARGET_ROWS: tuple[tuple[tuple[str, LogsQuery], ...], ...] = (
         ("Running tasks", _check(("avg", "TotalActive"))),
         ("Saturation (%)", _check(("avg", "SaturationPct"))),
         ("Stuck tasks", _check(("max", "StuckTasks"))),
+    ),
+    # Task outcomes (workers with the companion): counts since the previous check, so a bin
+    # adds them up; the failure rate is the check's own, the worst one of the bin. A check
+    # that did not measure them logs no field, and the graph has a gap.
+    (
+        (
+            "Task outcomes",
+            _check(("sum", "TasksSucceeded"), ("sum", "TasksFailed"), ("sum", "TasksExpired")),
+        ),
+        ("Failure rate (% of finished tasks)", _check(("max", "FailureRatePct"))),
     ),
     (
         ("Redis memory (% of maxmemory)", _check(("max", "RedisMemoryPct"))),

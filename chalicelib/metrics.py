@@ -9,6 +9,12 @@ looks at it or not, so only what an alarm needs is a metric:
   default, is the heartbeat ``CheckSucceeded`` (dimension ``target``; the per-target "no
   check" watchdog alarm). Every other target figure (pending, latency, workers, ...) is a
   property of the same line, which CloudWatch Logs keeps and does not bill as a metric;
+- the task outcomes since the previous check (``TasksSucceeded``, ``TasksFailed``,
+  ``TasksExpired``, ``FailureRatePct``, from workers running the companion) are properties
+  of that line too: the alerts on them (``task_failure_rate``, ``tasks_expired``) are
+  Doorman's own, so no CloudWatch alarm needs them, and four more series a target ($1.20 a
+  month) would buy only graphs the dashboards already draw from the log. Per task name
+  there is nothing at all: the names are unbounded, and stay in the payload's ``tasks[]``;
 - one line per queue (``"doorman": "queue"``), the largest queues first and at most
   ``max_logged_queues`` of them: the queue's depth and latency as properties. A queue named
   in ``metric_queues`` gets its line as an EMF document instead, with ``QueueDepth`` and
@@ -22,7 +28,8 @@ log group, from the same field names (``chalicelib.dashboard``).
 every check that ran, so its absence means the target was not checked (the watchdog alarm);
 a 0 is the ``redis_unreachable`` alert's business. When Redis was not reached, the figures
 read from Redis are left out rather than sent as zeros, so a graph shows a gap instead of an
-empty queue.
+empty queue. The same holds for a task figure the check did not measure (no worker runs the
+companion, or only first readings): ``null`` in the payload, nothing in the line, never 0.
 """
 
 from __future__ import annotations
@@ -230,6 +237,41 @@ TARGET_METRICS: tuple[MetricDef, ...] = (
         "Connections open on Redis",
         "redis.connected_clients",
         _field("redis", "connected_clients"),
+    ),
+    # Task outcomes, from the workers' companions: log fields, not metrics (see the module's
+    # docstring). Left out when not measured (null), so a graph shows a gap, not "no failures".
+    MetricDef(
+        "TasksSucceeded",
+        "Count",
+        _T,
+        "Tasks that succeeded since the previous check (workers with the companion)",
+        "metrics.tasks_succeeded",
+        _field("metrics", "tasks_succeeded"),
+    ),
+    MetricDef(
+        "TasksFailed",
+        "Count",
+        _T,
+        "Tasks that failed since the previous check (workers with the companion)",
+        "metrics.tasks_failed",
+        _field("metrics", "tasks_failed"),
+    ),
+    MetricDef(
+        "TasksExpired",
+        "Count",
+        _T,
+        "Tasks discarded at their expiry since the previous check (workers with the companion)",
+        "metrics.tasks_expired",
+        _field("metrics", "tasks_expired"),
+    ),
+    MetricDef(
+        "FailureRatePct",
+        "Percent",
+        _T,
+        "Failed runs as a share of the finished ones since the previous check (left out when"
+        " none finished)",
+        "metrics.failure_rate_pct",
+        _field("metrics", "failure_rate_pct"),
     ),
 )
 

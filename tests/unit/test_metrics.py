@@ -6,6 +6,7 @@ import io
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from chalicelib.dashboard import (
     BLOCKS,
     FLEET_TABLE,
     QUEUE_TABLE,
+    TARGET_ROWS,
     LogsQuery,
     dashboard_fields,
     logs_queries,
@@ -35,6 +37,13 @@ from chalicelib.text import iso
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = {"Count", "Percent", "Seconds", "Milliseconds"}
+# The target's task outcomes since the previous check, and their payload fields.
+OUTCOMES = {
+    "TasksSucceeded": "tasks_succeeded",
+    "TasksFailed": "tasks_failed",
+    "TasksExpired": "tasks_expired",
+    "FailureRatePct": "failure_rate_pct",
+}
 
 
 def payload(*, queues: int = 3, redis_ok: bool = True) -> dict[str, Any]:
@@ -52,6 +61,10 @@ def payload(*, queues: int = 3, redis_ok: bool = True) -> dict[str, Any]:
             "stuck_tasks": 1,
             "queues_not_shown": 0,
             "redis_connected": redis_ok,
+            "tasks_succeeded": 40,
+            "tasks_failed": 5,
+            "tasks_expired": 2,
+            "failure_rate_pct": 11.11,
         },
         "queues": [
             {"name": f"q{i:03d}", "depth": i * 10, "latency_sec": float(i) if i else None}
@@ -149,6 +162,65 @@ def test_target_line_carries_every_target_figure():
     assert target["RedisClients"] == 7
     assert target["CheckDurationMs"] == 14.2
     assert target["QueuesLogged"] == 3
+    assert target["TasksSucceeded"] == 40 and target["TasksFailed"] == 5
+    assert target["TasksExpired"] == 2 and target["FailureRatePct"] == 11.11
+
+
+def test_task_outcomes_are_log_fields_with_their_units_not_metrics():
+    defs = {m.name: m for m in TARGET_METRICS if m.name in OUTCOMES}
+    assert {n: m.unit for n, m in defs.items()} == {
+        "TasksSucceeded": "Count",
+        "TasksFailed": "Count",
+        "TasksExpired": "Count",
+        "FailureRatePct": "Percent",
+    }
+    assert {m.dimensions for m in defs.values()} == {("target",)}
+    assert {m.source for m in defs.values()} == {f"metrics.{f}" for f in OUTCOMES.values()}
+    assert not any(m.billed for m in defs.values())
+    (target, *_), _ = emit(payload())
+    # No series of their own: CheckSucceeded stays the only billed one.
+    assert values(target) == {"CheckSucceeded": 1}
+    assert series_defined([target]) == {("Doorman", "CheckSucceeded", (("target", "prod"),))}
+    # Counts as whole numbers in the line, the rate as the payload has it.
+    assert [type(target[n]) for n in ("TasksSucceeded", "TasksFailed", "TasksExpired")] == [int] * 3
+    assert isinstance(target["FailureRatePct"], float)
+
+
+def test_unmeasured_task_outcomes_emit_nothing_never_zero():
+    # No worker runs the companion, or only first readings: every figure is null.
+    doc = payload()
+    doc["metrics"].update(dict.fromkeys(OUTCOMES.values()))
+    (target, *_), _ = emit(doc)
+    assert not set(OUTCOMES) & set(target)
+    assert target["TotalPending"] == 60  # the rest of the line is unchanged
+    # Counted, but nothing finished: the counts are real zeros, the rate is unknown.
+    doc["metrics"].update(tasks_succeeded=0, tasks_failed=0, tasks_expired=3)
+    (target, *_), _ = emit(doc)
+    assert {n: target.get(n) for n in OUTCOMES} == {
+        "TasksSucceeded": 0,
+        "TasksFailed": 0,
+        "TasksExpired": 3,
+        "FailureRatePct": None,
+    }
+    assert "FailureRatePct" not in target
+    # A payload from before the companion (no fields at all) is the same as null.
+    doc = payload()
+    for field in OUTCOMES.values():
+        del doc["metrics"][field]
+    (target, *_), _ = emit(doc)
+    assert not set(OUTCOMES) & set(target)
+
+
+def test_no_figure_per_task_name():
+    doc = payload()
+    doc["tasks"] = [
+        {"name": "billing.charge", "succeeded": 3, "failed": 1, "failure_rate": 0.25},
+        {"name": "mail.send", "succeeded": 9, "failed": 0, "failure_rate": 0.0},
+    ]
+    docs, _ = emit(doc)
+    written = json.dumps(docs)
+    assert "billing.charge" not in written and "mail.send" not in written
+    assert len(series_defined(docs)) == billed_series() == 1
 
 
 def test_queue_lines_have_depth_and_latency_deepest_first():
@@ -234,10 +306,53 @@ def test_catalogue_names_are_unique_and_documented():
         assert re.fullmatch(r"[A-Z][A-Za-z]+", m.name)
     assert {m.dimensions for m in QUEUE_METRICS} == {("target", "queue")}
     assert [m.name for m in BILLED_TARGET_METRICS] == ["CheckSucceeded"]
+    assert set(OUTCOMES) <= set(names)
 
 
 def test_dashboards_show_every_catalogue_figure():
     assert {m.name for m in CATALOGUE} <= dashboard_fields()
+    assert set(OUTCOMES) <= dashboard_fields()
+
+
+def _target_widgets() -> dict[str, str]:
+    widgets = BLOCKS["target dashboard"]()["widgets"]
+    return {w["properties"]["title"]: w["properties"].get("query", "") for w in widgets}
+
+
+def test_target_dashboard_graphs_task_outcomes_and_the_failure_rate():
+    widgets = _target_widgets()
+    outcomes = widgets["Task outcomes"]
+    for name in ("TasksSucceeded", "TasksFailed", "TasksExpired"):
+        assert f"sum({name}) as {name}" in outcomes
+    assert "FailureRatePct" not in outcomes
+    (rate,) = [q for title, q in widgets.items() if title.startswith("Failure rate")]
+    assert "max(FailureRatePct) as FailureRatePct" in rate
+    # Both are in the committed template, as generated.
+    template = (ROOT / "infra" / "doorman.yaml").read_text(encoding="utf-8")
+    assert '"title": "Task outcomes"' in template
+    assert "stats max(FailureRatePct) as FailureRatePct by bin(1m)" in template
+
+
+def test_task_outcome_graphs_add_up_the_checks_of_a_minute_and_skip_the_unmeasured():
+    measured, _ = emit(payload())
+    doc = payload()
+    doc["metrics"].update(tasks_succeeded=10, tasks_failed=0, tasks_expired=0, failure_rate_pct=0.0)
+    second, _ = emit(doc)
+    doc["metrics"].update(dict.fromkeys(OUTCOMES.values()))
+    unmeasured, _ = emit(doc)
+    by_title = {t: q for row in TARGET_ROWS for t, q in row}
+    lines = measured + second + unmeasured
+    (row,) = run_query(by_title["Task outcomes"], lines, "prod")
+    assert row == {
+        "bin(1m)": "bin",
+        "TasksSucceeded": 50,
+        "TasksFailed": 5,
+        "TasksExpired": 2,
+    }
+    (rate,) = [q for t, q in by_title.items() if t.startswith("Failure rate")]
+    assert run_query(rate, lines, "prod") == [{"bin(1m)": "bin", "FailureRatePct": 11.11}]
+    # Only unmeasured checks: the bin has no figure (a gap), not a 0.
+    assert run_query(by_title["Task outcomes"], unmeasured, "prod") == [{"bin(1m)": "bin"}]
 
 
 def metrics_named_by_infra() -> set[str]:
@@ -298,6 +413,7 @@ def run_query(query: LogsQuery, lines: list[dict[str, Any]], target: str) -> lis
         "max": max,
         "min": min,
         "avg": lambda v: sum(v) / len(v),
+        "sum": sum,
         "latest": lambda v: v[-1],
     }
     rows = []
@@ -347,14 +463,18 @@ def test_real_check_logs_every_metric_and_field_the_dashboards_and_alarms_use(
     }
     logged = {key for doc in docs for key in doc}
     missing = dashboard_fields() - logged
-    assert not missing, f"dashboard fields no line has: {sorted(missing)}"
+    # A plain worker: task outcomes are not measured, so the line has none of them (the
+    # companion's test below has them).
+    assert result["metrics"]["tasks_failed"] is None
+    assert missing == set(OUTCOMES), f"dashboard fields no line has: {sorted(missing)}"
     # Every widget's query, run over the real lines, gives a row with every stat it asks for.
     for query in logs_queries():
         rows = run_query(query, parsed, "prod")
         assert rows, query.text()
         for row in rows:
             wanted_fields = {"LastCheck" if f == "@timestamp" else f for _fn, f in query.stats}
-            assert wanted_fields <= set(row), (query.text(), row)
+            assert wanted_fields - set(OUTCOMES) <= set(row), (query.text(), row)
+            assert not set(OUTCOMES) & set(row)
     (fleet_row,) = run_query(FLEET_TABLE, parsed, "prod")
     assert fleet_row["target"] == "prod" and fleet_row["CheckSucceeded"] == 1
     assert fleet_row["TotalPending"] == 3 and "AliveWorkers" in fleet_row
@@ -383,3 +503,54 @@ def test_odd_queue_entries_do_not_break_emission(bad):
     doc["queues"].append(bad)
     docs, _ = emit(doc)
     assert [d.get("queue") for d in docs[1:]] == ["q000"]
+
+
+@pytest.mark.slow
+def test_real_checks_with_a_companion_worker_log_the_task_outcomes(redis_server, checker):
+    from tests.companion.conftest import Companions, outcomes
+
+    companions = Companions(redis_server)
+    try:
+        name = "outcomes@metrics"
+        companions.start(name, pool="threads", concurrency=2)
+        check = checker(worker_timeout_seconds=2.0)
+        first, _ = emit(check.check())
+        assert not set(OUTCOMES) & set(first[0])  # a first reading measures nothing yet
+        for _ in range(6):
+            companions.send("comp.ok", 0.0)
+        for _ in range(2):
+            companions.send("comp.fail")
+        for _ in range(3):
+            companions.send("comp.expire_me", expires=datetime.now(UTC) - timedelta(seconds=5))
+        companions.wait_for(
+            name,
+            lambda reply: (
+                outcomes(reply).get("comp.ok", {}).get("succeeded", 0) >= 6
+                and outcomes(reply).get("comp.fail", {}).get("failed", 0) >= 2
+                and outcomes(reply).get("comp.expire_me", {}).get("expired", 0) >= 3
+            ),
+        )
+        result = check.check()
+        docs, parsed = emit(result)
+        assert parsed == docs
+        (target,) = [d for d in docs if d["doorman"] == "check"]
+        assert_valid_emf(target)
+        assert {n: target[n] for n in OUTCOMES} == {
+            "TasksSucceeded": 6,
+            "TasksFailed": 2,
+            "TasksExpired": 3,
+            "FailureRatePct": 25,  # 2 of 8 finished; written as short as it goes
+        }
+        assert series_defined(docs) == {("Doorman", "CheckSucceeded", (("target", "prod"),))}
+        assert "comp.fail" not in json.dumps(docs)  # task names stay in the payload
+        lines = first + parsed
+        assert set(OUTCOMES) <= {key for doc in lines for key in doc}
+        by_title = {t: q for row in TARGET_ROWS for t, q in row}
+        (row,) = run_query(by_title["Task outcomes"], lines, "prod")
+        assert (row["TasksSucceeded"], row["TasksFailed"], row["TasksExpired"]) == (6, 2, 3)
+        # Nothing ran since: the next check counts real zeros and knows no rate.
+        (after, *_), _ = emit(check.check())
+        assert (after["TasksSucceeded"], after["TasksFailed"], after["TasksExpired"]) == (0, 0, 0)
+        assert "FailureRatePct" not in after
+    finally:
+        companions.close()
