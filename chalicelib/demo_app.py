@@ -31,3 +31,18 @@ def send_welcome_email(address: str, body: str) -> None:
 @app.task(name="demo.build_report")  # type: ignore[untyped-decorator]
 def build_report(seconds: float) -> None:
     time.sleep(seconds)
+
+
+# A charge above this many cents is declined (the demo's stand-in for a payment provider).
+CARD_LIMIT_CENTS = 5000
+
+
+class CardDeclined(Exception):
+    """The demo's payment failure. Its message names no argument: errors end up in logs."""
+
+
+@app.task(name="demo.charge_card")  # type: ignore[untyped-decorator]
+def charge_card(address: str, amount_cents: int) -> None:
+    time.sleep(0.01)
+    if amount_cents > CARD_LIMIT_CENTS:
+        raise CardDeclined("card declined")
