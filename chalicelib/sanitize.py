@@ -90,10 +90,11 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
         (".", _DIGITS),
     ),
     # IPv6: eight groups, or fewer around one "::" (so "12:30:45" is not taken for one). A
-    # bare "::" holds no address, and taking it would make scrubbing change its own output.
+    # bare "::" holds no address, and taking it would make scrubbing change its own output;
+    # so would taking "::0" right after a replacement ("00000::0" -> "[id]::0"), hence "]".
     (
         re.compile(
-            r"(?<![A-Za-z0-9:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
+            r"(?<![A-Za-z0-9:\]])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
             r"|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6}::"
             r"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?"
             r"|::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})(?![A-Za-z0-9:])"

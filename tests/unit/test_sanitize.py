@@ -272,6 +272,12 @@ def test_scrub_output_has_no_email_shape(raw: str) -> None:
     assert not EMAIL_SHAPE.search(scrub(raw))
 
 
+@pytest.mark.parametrize("raw", ["00000::0", "12345::1", "a 99999::ff", "[::1]", "x::1"])
+def test_scrub_is_idempotent_on_found_cases(raw: str) -> None:
+    once = scrub(raw)
+    assert scrub(once) == once
+
+
 @pytest.mark.slow  # hundreds of examples
 @settings(max_examples=500, deadline=None)
 @given(raw=st.one_of(name_text, st.text(max_size=40)))
