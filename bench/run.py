@@ -18,7 +18,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrub import bench_scrub  # noqa: E402  (bench/ is this script's own folder)
+from companion import figures_of as companion_figures  # noqa: E402  (bench/ is this folder)
+from companion import rows as companion_rows  # noqa: E402
+from scrub import bench_scrub  # noqa: E402
 
 from chalicelib.embedded import RedisServer, Worker, point_app_at, wait_for_workers  # noqa: E402
 
@@ -89,6 +91,77 @@ def bench_healthy() -> dict[str, float]:
         for worker in workers:
             worker.stop()
         server.stop()
+
+
+COMPANION_APP = "tests.support.companion_app"
+COMPANION_TASKS, COMPANION_RACES, COMPANION_PAIRS = 2000, 6, 2
+COMPANION_CHECK_ROUNDS = 15
+
+
+def bench_healthy_companion() -> dict[str, float]:
+    """The healthy check of 2 prefork workers with the companion beside 2 without it.
+
+    The same app (tests/support/companion_app.py, ``COMPANION=0`` leaves it out) and the
+    same 20 queues of 25 messages as the healthy check above, each cluster on a
+    redis-server of its own; the checks take turns and each figure is the median of its
+    turns. A companion worker is asked ``doorman`` where a plain one is asked ``active``.
+    """
+    from celery import Celery
+
+    servers: list[RedisServer] = []
+    workers: list[Worker] = []
+    checks: dict[str, tuple[Any, Any]] = {}
+
+    def verify(label: str, payload: dict[str, Any]) -> None:
+        metrics = payload["metrics"]
+        assert metrics["alive_workers"] == 2, metrics
+        assert metrics["total_pending"] == QUEUES * MESSAGES_PER_QUEUE, metrics
+        companion = {w["companion"] for w in payload["workers"]}
+        assert companion == {label == "companion"}, payload["workers"]
+
+    try:
+        for label, flag in (("plain", "0"), ("companion", "1")):
+            server = RedisServer().start()
+            servers.append(server)
+            names = [f"healthy-{label}-{i}@doorman" for i in range(2)]
+            workers.extend(
+                Worker(
+                    COMPANION_APP, server.url, name, pool="prefork", concurrency=2,
+                    env={"COMPANION": flag}, cwd=str(ROOT),
+                ).start()
+                for name in names
+            )  # fmt: skip
+            wait_for_workers(server.url, names, timeout=60)
+            app = Celery("healthy-fill", broker=server.url, set_as_current=False)
+            with app.producer_or_acquire() as producer:
+                for q in range(QUEUES):
+                    for _ in range(MESSAGES_PER_QUEUE):
+                        app.send_task("comp.noop", queue=f"bench-queue-{q:02d}", producer=producer)
+            app.close()
+            checks[label] = _check_deps(server.url)
+        medians = _take_turns(checks, COMPANION_CHECK_ROUNDS, verify)
+    finally:
+        for _settings, deps in checks.values():
+            deps.collector.close()
+        for worker in workers:
+            worker.stop()
+        for server in servers:
+            server.stop()
+    return {
+        "companion_healthy_plain_check_ms": medians["plain"],
+        "companion_healthy_check_ms": medians["companion"],
+        "companion_healthy_ratio": round(medians["companion"] / medians["plain"], 2),
+    }
+
+
+def companion_section(figures: dict[str, float]) -> list[tuple[str, str]]:
+    """The companion's rows: its cost to a worker, then the healthy check beside plain."""
+    return [
+        *companion_rows(figures),
+        ("healthy check, 2 plain workers", f"{figures['companion_healthy_plain_check_ms']:.1f} ms"),
+        ("healthy check, 2 companion workers", f"{figures['companion_healthy_check_ms']:.1f} ms"),
+        ("ratio companion / plain", f"{figures['companion_healthy_ratio']:.2f}"),
+    ]
 
 
 FILL_LUA = """
@@ -778,6 +851,8 @@ def main() -> int:
     figures.update(cost(figures["healthy_check_ms"]))
     figures.update(bench_cloudwatch())
     figures.update(bench_fleet())
+    figures.update(companion_figures(COMPANION_TASKS, COMPANION_RACES, pairs=COMPANION_PAIRS))
+    figures.update(bench_healthy_companion())
     print(f"{'benchmark':<40}{'value':>14}")
     rows = [
         ("healthy check, 2 workers, 20 queues", f"{figures['healthy_check_ms']:.1f} ms"),
@@ -829,6 +904,14 @@ def main() -> int:
     print()
     print(f"{'fleet: targets in one invocation':<48}{'value':>14}")
     for name, value in fleet_rows(figures):
+        print(f"{name:<48}{value:>14}")
+    print()
+    print(
+        f"{'companion: its cost to a worker, the check':<48}{'value':>14}\n"
+        f"(2 workers racing on one core, {COMPANION_TASKS} tasks each a race,"
+        f" {COMPANION_RACES} races x {COMPANION_PAIRS} fresh worker pairs; medians)"
+    )
+    for name, value in companion_section(figures):
         print(f"{name:<48}{value:>14}")
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
     return 0
