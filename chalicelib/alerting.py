@@ -11,7 +11,7 @@ an alert whose trigger was never sent is never resolved aloud. A check that coul
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -205,8 +205,11 @@ def step(
     policy: Policy,
     silences: Sequence[Silence] = (),
     blind: bool = False,
+    unseen: Callable[[AlertState], bool] | None = None,
 ) -> tuple[dict[str, AlertState], list[Notification]]:
-    """Advance every alert by one check. ``blind``: this check could not see the cluster.
+    """Advance every alert by one check. ``blind``: this check could not see the cluster;
+    ``unseen``: the alerts this check could not see (their data is missing): neither is
+    taken as evidence that an alert is over.
 
     Returns the new alert states and the notifications to send."""
     if blind:
@@ -236,7 +239,8 @@ def step(
 
     for key, prev in alerts.items():
         if key not in by_key:
-            kept = _unseen(prev, target=target, now=now, policy=policy, blind=blind, out=out)
+            hidden = blind or (unseen is not None and unseen(prev))
+            kept = _unseen(prev, target=target, now=now, policy=policy, blind=hidden, out=out)
             if kept is not None:
                 new[key] = kept
     return new, out
@@ -281,7 +285,7 @@ def _unseen(
     blind: bool,
     out: list[Notification],
 ) -> AlertState | None:
-    """An alert the check did not find: kept as it was (a blind check), one clean check
+    """An alert the check did not find: kept as it was (a check blind to it), one clean check
     further, or gone (None; a resolve appended to ``out`` when its trigger was sent)."""
     if blind and prev.type != BLIND_TYPE:
         return prev  # unseen, not cleared

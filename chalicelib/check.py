@@ -12,14 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .alert_types import AlertType
 from .alerting import AlertState, Notification, Policy, Silence
 from .alerting import step as alert_step
 from .analyse.anomalies import find_anomalies
-from .analyse.outcomes import MAX_STORED_ENTRIES, Outcomes, step_outcomes
+from .analyse.outcomes import MAX_STORED_BYTES, Outcomes, step_outcomes
 from .analyse.rules import evaluate
 from .analyse.trends import HISTORY_LENGTH, Trends, compute_trends, history_entry
 from .collect import ProbePlan
-from .model import ProbeError, Sample, Snapshot, WorkerSample
+from .model import OutcomeSample, ProbeError, Sample, Snapshot, WorkerSample
 from .payload import alert_json, build_payload, notification_json, trends_json
 from .sanitize import Hasher, sanitize
 from .settings import Settings
@@ -108,6 +109,7 @@ def step(
         ),
         silences=list(silences),
         blind=not sample.redis_ok,
+        unseen=outcome_alerts_unseen(sample.outcomes, now, settings.worker_forget_after_seconds),
     )
     sample = replace(sample, duration_ms=round(elapsed_ms(), 2))
     payload = build_payload(
@@ -131,18 +133,50 @@ def step(
     return Stepped(payload, sample, new_state, tuple(notifications))
 
 
+def outcome_alerts_unseen(
+    outcomes: OutcomeSample | None, now: float, hold_for: float
+) -> Callable[[AlertState], bool] | None:
+    """When no companion's counters could be differenced this check, the alerts made of
+    them are not seen, not over: held (for ``hold_for`` seconds at most, after which a
+    silent worker is forgotten) instead of resolved for lack of data."""
+    if outcomes is not None and outcomes.counted:
+        return None
+
+    def unseen(alert: AlertState) -> bool:
+        from_companion = alert.type == AlertType.TASK_FAILURE_RATE or (
+            alert.type == AlertType.TASKS_EXPIRED and alert.queue is None
+        )
+        return from_companion and now - alert.last_seen < hold_for
+
+    return unseen
+
+
 def _outcome_errors(outcomes: Outcomes | None) -> tuple[ProbeError, ...]:
-    if outcomes is None or not outcomes.not_kept:
+    """What the state could not keep of the companions' counters, said."""
+    if outcomes is None:
         return ()
-    return (
-        ProbeError(
-            "outcomes",
-            "too_many",
-            f"the companion counters of {len(outcomes.not_kept)} worker(s) are not kept: all"
-            f" workers together report more than {MAX_STORED_ENTRIES:,} task names and queues;"
-            " their task outcomes are not measured",
-        ),
-    )
+    errors = []
+    if outcomes.histograms_dropped:
+        errors.append(
+            ProbeError(
+                "outcomes",
+                "too_large",
+                f"the companions' counters take more than {MAX_STORED_BYTES // 1000} KB of"
+                " state: their run-time and wait histograms are not kept, so run times and"
+                " queue waits are not measured next check",
+            )
+        )
+    if outcomes.not_kept:
+        errors.append(
+            ProbeError(
+                "outcomes",
+                "too_many",
+                f"the companion counters of {len(outcomes.not_kept)} worker(s) are not kept"
+                f" (over {MAX_STORED_BYTES // 1000} KB of state even without histograms):"
+                " their task outcomes are not measured",
+            )
+        )
+    return tuple(errors)
 
 
 def _learned(state: TargetState, snapshot: Snapshot, settings: Settings, now: float) -> TargetState:
@@ -196,6 +230,8 @@ def measure_outcomes(
         now=now,
         since=state.outcomes_at,
         window_seconds=settings.failure_window_seconds,
+        naming="scrubbed" if settings.sanitize_task_signatures else "plain",
+        keep_silent_for=settings.worker_forget_after_seconds,
     )
 
 

@@ -388,6 +388,9 @@ class OutcomeSample:
     window_seconds: float = 0.0
     bounds: tuple[float, ...] = ()
     without: tuple[str, ...] = ()
+    # Answering companion workers whose counters could not be differenced this check (a
+    # first reading, a restart long ago): the figures leave them out.
+    not_counted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -157,9 +157,7 @@ def outcome_metrics(outcomes: OutcomeSample | None) -> dict[str, Any]:
     """The target's task figures since the previous check; None where not measured (no
     companion answered, or each one only gave its first counters)."""
     if outcomes is None or not outcomes.counted:
-        return dict.fromkeys(
-            ("tasks_succeeded", "tasks_failed", "tasks_expired", "failure_rate_pct")
-        )
+        return dict.fromkeys(OUTCOME_METRICS)
     total = TaskCounters()
     for t in outcomes.tasks:
         total = counters_add(total, t.counters, runtime=False)
@@ -184,9 +182,26 @@ def companion_json(sample: Sample) -> dict[str, Any]:
             f" {len(without)} worker(s) without the companion; their running tasks are asked"
             " with active, whose replies carry task arguments to Doorman (dropped on arrival)"
         )
-    if outcomes is not None and outcomes.measured and not outcomes.counted:
-        doc["first_reading"] = True  # counters read for the first time: figures next check
+    if outcomes is not None and outcomes.not_counted:
+        # Read for the first time (or restarted long ago): figures from the next check.
+        doc["not_counted"] = list(outcomes.not_counted)
+        if not outcomes.counted:
+            doc["first_reading"] = True
     return doc
+
+
+OUTCOME_METRICS = ("tasks_succeeded", "tasks_failed", "tasks_expired", "failure_rate_pct")
+
+
+def withhold_outcomes(payload: dict[str, Any], reason: str) -> None:
+    """Take the task figures out of a check that was not committed: its baselines were not
+    saved, so the next check counts the same runs again, and they must be reported once."""
+    payload["tasks"] = []
+    payload["metrics"].update(dict.fromkeys(OUTCOME_METRICS))
+    for queue in payload["queues"]:
+        queue.pop("wait_p50_sec", None)
+        queue.pop("wait_p95_sec", None)
+    payload.setdefault("companion", {})["withheld"] = reason
 
 
 def build_payload(

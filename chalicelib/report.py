@@ -34,6 +34,13 @@ def _task_lines(payload: dict[str, Any]) -> list[str]:
                 f"{t[k]} {k}" for k in ("succeeded", "failed", "retried", "expired") if t[k]
             )
             lines.append(f"             {safe_text(t['name'])}: {counts or 'nothing ended'}")
+        if companion.get("not_counted"):
+            lines.append(
+                f"             ({len(companion['not_counted'])} worker(s) read for the first"
+                " time are not in these figures)"
+            )
+    elif companion.get("withheld"):
+        lines.append(f"  Tasks      not reported: {companion['withheld']}")
     elif companion.get("first_reading"):
         lines.append("  Tasks      counters read for the first time: figures from the next check")
     without = companion.get("without") or []

@@ -16,6 +16,7 @@ from .alerting import Notification, Silence
 from .check import Stepped, probe_plan, step
 from .collect import Collector
 from .model import ProbeError, Sample
+from .payload import withhold_outcomes
 from .sanitize import Hasher
 from .settings import Settings
 from .state import CheckStore, StateConflict, StateError, TargetState
@@ -112,12 +113,14 @@ def _commit(
     except StateConflict as exc:
         # Another check of this target won the race: it owns these notifications.
         payload["notifications"] = []
+        withhold_outcomes(payload, "this check's state was not saved (another check won)")
         payload["errors"].append({"component": "state", "kind": "conflict", "message": str(exc)})
         log.warning("state commit lost to a concurrent check; nothing queued")
     except StateError as exc:
         payload["errors"].append(
             {"component": "state", "kind": "commit_failed", "message": str(exc)}
         )
+        withhold_outcomes(payload, "this check's state was not saved")
         log.error("state commit failed: %s", type(exc).__name__)
     return stepped.state, False
 

@@ -12,6 +12,8 @@ its baseline: its old counters never count again as live ones.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,22 +28,32 @@ from ..model import (
 )
 
 COUNTERS = ("succeeded", "failed", "retried", "rejected", "revoked", "expired")
-# Task names and queues kept as baselines, all workers together: each costs about 80 bytes of
-# the stored state (one DynamoDB item, at most 350 KB compressed).
-MAX_STORED_ENTRIES = 20_000
+# What the baselines may take of the stored state, as JSON before compression (the whole
+# state is one DynamoDB item, at most 350 KB compressed, whatever the rest holds). Over it the
+# histograms go first (run times and waits are then not measured), then workers.
+MAX_STORED_BYTES = 200_000
+# The window is kept as this many slots of equal length, whatever its length.
+WINDOW_SLOTS = 10
 # The names under which what a companion could not keep apart (beyond its own limits) is shown.
-OVERFLOW_TASKS = "(other tasks)"
-OVERFLOW_QUEUES = "(other queues)"
+OVERFLOW_TASKS = "(other tasks, over the companion's limit)"
+OVERFLOW_QUEUES = "(other queues, over the companion's limit)"
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """A worker's counters as the previous check read them."""
+    """A worker's counters as a check read them (``at``), under the names of ``naming``.
+
+    ``histograms``: False when they were not kept (state too large): the next difference
+    then has counts only.
+    """
 
     boot: str
     started: float
     tasks: dict[str, TaskCounters]
     waits: dict[str, Histogram]
+    at: float = 0.0
+    naming: str = ""
+    histograms: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,8 @@ class Outcomes:
     sample: OutcomeSample
     baselines: dict[str, Baseline]
     window: list[WindowEntry]
-    not_kept: tuple[str, ...] = ()  # workers whose counters were over MAX_STORED_ENTRIES
+    not_kept: tuple[str, ...] = ()  # workers whose counters did not fit MAX_STORED_BYTES
+    histograms_dropped: bool = False  # the histograms did not fit: counts only next check
 
 
 # --- arithmetic --------------------------------------------------------------------------------
@@ -153,19 +166,33 @@ def _with_overflow(raw: CompanionRaw) -> tuple[dict[str, TaskCounters], dict[str
     return tasks, waits
 
 
+Interval = tuple[dict[str, TaskCounters], dict[str, Histogram]]
+
+
 def worker_interval(
-    raw: CompanionRaw, base: Baseline | None, since: float | None
-) -> tuple[dict[str, TaskCounters], dict[str, Histogram]] | None:
-    """One worker's outcomes since ``since`` (the previous check), or None when they cannot
-    be told apart from what it counted before (first seen, started before that check)."""
+    raw: CompanionRaw, base: Baseline | None, since: float | None, now: float
+) -> tuple[Interval, float] | None:
+    """One worker's outcomes since it was last read, and the seconds they span; None when
+    they cannot be told apart from what it counted before.
+
+    Same boot: the difference. Another boot, or never read: everything it counted, if it
+    started after it was last read (or, never read, after the previous check) and not in
+    the future of this check's clock; else nothing, only a new baseline.
+    """
     tasks, waits = _with_overflow(raw)
-    if base is not None and base.boot == raw.boot:
-        return (
-            {n: counters_sub(c, base.tasks.get(n)) for n, c in tasks.items()},
-            {q: h for q, w in waits.items() if (h := hist_sub(w, base.waits.get(q)))},
-        )
-    if since is not None and raw.started >= since:
-        return tasks, waits  # started (or restarted) since: everything it counted is new
+    if base is not None and base.boot == raw.boot and base.at <= now:
+        if not base.histograms:
+            counts = {
+                n: replace(counters_sub(c, base.tasks.get(n)), runtime=None)
+                for n, c in tasks.items()
+            }
+            return (counts, {}), now - base.at
+        diff = {n: counters_sub(c, base.tasks.get(n)) for n, c in tasks.items()}
+        waited = {q: h for q, w in waits.items() if (h := hist_sub(w, base.waits.get(q)))}
+        return (diff, waited), now - base.at
+    last = base.at if base is not None else since
+    if last is not None and last <= raw.started <= now:
+        return (tasks, waits), now - raw.started
     return None
 
 
@@ -177,64 +204,123 @@ def step_outcomes(
     now: float,
     since: float | None,
     window_seconds: float,
+    naming: str = "",
+    keep_silent_for: float = 0.0,
 ) -> Outcomes:
-    """The interval's and the window's outcomes, and the next baselines and window."""
+    """The interval's and the window's outcomes, and the next baselines and window.
+
+    A worker whose counters span more than the window (it was silent, or checks stopped)
+    shows them in the interval, not in the window: they are not recent. A silent worker's
+    baseline is kept ``keep_silent_for`` seconds, so its counters are differenced when it
+    answers again; a change of ``naming`` (task names scrubbed or not) starts new baselines.
+    """
     online = [w for w in workers if w.status == "online"]
-    tasks: dict[str, TaskCounters] = {}
-    waits: dict[str, Histogram] = {}
-    new_baselines: dict[str, Baseline] = {}
-    bounds: tuple[float, ...] = ()
-    counted = 0
+    total = _Totals()
+    fresh: dict[str, Baseline] = {}
     for w in online:
         raw = w.outcomes
         if raw is None:
             continue
-        bounds = bounds or raw.bounds
-        new_baselines[w.id_hash] = Baseline(raw.boot, raw.started, *_with_overflow(raw))
-        part = worker_interval(raw, baselines.get(w.id_hash), since)
+        fresh[w.id_hash] = Baseline(raw.boot, raw.started, *_with_overflow(raw), now, naming)
+        base = baselines.get(w.id_hash)
+        part = worker_interval(raw, base if base and base.naming == naming else None, since, now)
         if part is None:
-            continue
-        counted += 1
-        comparable = raw.bounds == bounds
+            total.not_counted.append(w.id_hash)
+        else:
+            total.add(raw.bounds, part[0], recent=part[1] <= window_seconds)
+    answering = {w.id_hash for w in online}
+    for wid, base in baselines.items():
+        if wid not in answering and 0 <= now - base.at < keep_silent_for:
+            fresh[wid] = base  # silent for now: differenced when it answers again
+    kept, not_kept, dropped = _bounded(fresh)
+    slots = _slotted([*window, WindowEntry(now, total.recent)], now, window_seconds)
+    sample = OutcomeSample(
+        measured=any(w.outcomes is not None for w in online),
+        counted=total.counted,
+        tasks=tuple(TaskOutcome(n, c) for n, c in sorted(total.tasks.items()) if not is_empty(c)),
+        waits=dict(sorted(total.waits.items())),
+        window=window_totals(slots),
+        window_seconds=window_seconds,
+        bounds=total.bounds,
+        without=tuple(sorted(w.id_hash for w in online if not w.companion)),
+        not_counted=tuple(sorted(total.not_counted)),
+    )
+    return Outcomes(sample, kept, slots, not_kept, dropped)
+
+
+class _Totals:
+    """The interval's sums over workers, and the part of it recent enough for the window."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, TaskCounters] = {}
+        self.waits: dict[str, Histogram] = {}
+        self.recent: dict[str, TaskCounters] = {}
+        self.bounds: tuple[float, ...] = ()
+        self.counted = 0
+        self.not_counted: list[str] = []
+
+    def add(self, bounds: tuple[float, ...], part: Interval, *, recent: bool) -> None:
+        self.counted += 1
+        self.bounds = self.bounds or bounds
+        comparable = bounds == self.bounds  # other buckets: counts only
         for name, c in part[0].items():
             c = c if comparable else replace(c, runtime=None)
-            tasks[name] = counters_add(tasks[name], c) if name in tasks else c
+            self.tasks[name] = counters_add(self.tasks[name], c) if name in self.tasks else c
+            if recent and not is_empty(c):
+                counts = replace(c, runtime=None)
+                old = self.recent.get(name)
+                self.recent[name] = counters_add(old, counts, runtime=False) if old else counts
         for queue, h in part[1].items():
             if comparable:
-                waits[queue] = hist_add(waits.get(queue), h) or h
-    new_baselines, not_kept = _bounded(new_baselines)
-    measured = bool(new_baselines) or bool(not_kept)
-    kept = [e for e in window if now - e.at < window_seconds]
-    done = {n: replace(c, runtime=None) for n, c in tasks.items() if not is_empty(c)}
-    if measured:
-        kept.append(WindowEntry(now, done))
-    sample = OutcomeSample(
-        measured=measured,
-        counted=counted,
-        tasks=tuple(TaskOutcome(n, c) for n, c in sorted(tasks.items()) if not is_empty(c)),
-        waits=dict(sorted(waits.items())),
-        window=window_totals(kept) if measured else {},
-        window_seconds=window_seconds,
-        bounds=bounds,
-        without=tuple(sorted(w.id_hash for w in online if not w.companion)),
-    )
-    return Outcomes(sample, new_baselines, kept, not_kept)
+                self.waits[queue] = hist_add(self.waits.get(queue), h) or h
 
 
-def _bounded(baselines: dict[str, Baseline]) -> tuple[dict[str, Baseline], tuple[str, ...]]:
-    """The baselines that fit MAX_STORED_ENTRIES (workers in hash order), and the workers
-    left out: those are read again as new next check, so their outcomes are not measured."""
+def _slotted(entries: Iterable[WindowEntry], now: float, seconds: float) -> list[WindowEntry]:
+    """The entries within the window (none from this clock's future), merged into at most
+    WINDOW_SLOTS slots, so a long window does not keep one entry per check."""
+    width = seconds / WINDOW_SLOTS
+    merged: dict[int, dict[str, TaskCounters]] = {}
+    starts: dict[int, float] = {}
+    for e in entries:
+        age = now - e.at
+        if not 0 <= age < seconds or not e.tasks:
+            continue
+        slot = int(age // width)
+        tasks = merged.setdefault(slot, {})
+        starts[slot] = min(starts.get(slot, e.at), e.at)
+        for name, c in e.tasks.items():
+            tasks[name] = counters_add(tasks[name], c, runtime=False) if name in tasks else c
+    return [WindowEntry(starts[k], merged[k]) for k in sorted(merged, reverse=True)]
+
+
+def _bounded(
+    baselines: dict[str, Baseline],
+) -> tuple[dict[str, Baseline], tuple[str, ...], bool]:
+    """The baselines within MAX_STORED_BYTES: histograms dropped first, then workers (in
+    hash order); the workers left out are read as new next check, so not measured."""
+    if sum(_stored_size(b) for b in baselines.values()) <= MAX_STORED_BYTES:
+        return baselines, (), False
     kept: dict[str, Baseline] = {}
     left: list[str] = []
     used = 0
     for wid in sorted(baselines):
-        size = len(baselines[wid].tasks) + len(baselines[wid].waits)
-        if used + size > MAX_STORED_ENTRIES:
+        lean = _without_histograms(baselines[wid])
+        size = _stored_size(lean)
+        if used + size > MAX_STORED_BYTES:
             left.append(wid)
             continue
-        kept[wid] = baselines[wid]
+        kept[wid] = lean
         used += size
-    return kept, tuple(left)
+    return kept, tuple(left), True
+
+
+def _stored_size(b: Baseline) -> int:
+    return len(json.dumps(baseline_to_json(b), separators=(",", ":")))
+
+
+def _without_histograms(b: Baseline) -> Baseline:
+    tasks = {n: replace(c, runtime=None) for n, c in b.tasks.items()}
+    return replace(b, tasks=tasks, waits={}, histograms=False)
 
 
 def window_totals(window: Iterable[WindowEntry]) -> dict[str, TaskCounters]:
@@ -260,15 +346,37 @@ def hist_to_json(h: Histogram | None) -> list[Any] | None:
     return head + counts[first : last + 1]
 
 
+# A stored state is read back through these checks: shaped wrongly, it raises ValueError
+# (and the state loads without outcomes) instead of costing memory or a crash.
+MAX_BUCKETS = 257
+_INT_MAX = 2**63 - 1
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT_MAX:
+        raise ValueError("a stored count is not one")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a stored time is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("a stored time is not finite")
+    return number
+
+
 def hist_from_json(doc: Any) -> Histogram | None:
     if not isinstance(doc, list) or len(doc) < 5:
-        return None
+        raise ValueError("a stored histogram is not one")
     count, total, top, buckets, first, *sparse = doc
-    counts = [0] * int(buckets)
+    if not 0 <= _count(buckets) <= MAX_BUCKETS or _count(first) + len(sparse) > buckets:
+        raise ValueError("a stored histogram has too many buckets")
+    counts = [0] * buckets
     for i, c in enumerate(sparse):
-        if 0 <= int(first) + i < len(counts):
-            counts[int(first) + i] = int(c)
-    return Histogram(int(count), float(total), float(top), tuple(counts))
+        counts[first + i] = _count(c)
+    return Histogram(_count(count), _seconds(total), _seconds(top), tuple(counts))
 
 
 def counters_to_json(c: TaskCounters) -> list[Any]:
@@ -278,7 +386,9 @@ def counters_to_json(c: TaskCounters) -> list[Any]:
 
 
 def counters_from_json(doc: Any) -> TaskCounters:
-    values = {n: int(v) for n, v in zip(COUNTERS, doc, strict=False)}
+    if not isinstance(doc, list) or not len(COUNTERS) <= len(doc) <= len(COUNTERS) + 1:
+        raise ValueError("stored counters are not")
+    values = {n: _count(v) for n, v in zip(COUNTERS, doc, strict=False)}
     runtime = hist_from_json(doc[len(COUNTERS)]) if len(doc) > len(COUNTERS) else None
     return TaskCounters(**values, runtime=runtime)
 
@@ -287,17 +397,25 @@ def baseline_to_json(b: Baseline) -> dict[str, Any]:
     return {
         "boot": b.boot,
         "started": b.started,
+        "at": b.at,
+        "naming": b.naming,
+        "histograms": b.histograms,
         "tasks": {n: counters_to_json(c) for n, c in b.tasks.items()},
         "waits": {q: hist_to_json(h) for q, h in b.waits.items()},
     }
 
 
 def baseline_from_json(doc: Mapping[str, Any]) -> Baseline:
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("histograms", True), bool):
+        raise ValueError("a stored baseline is not one")
     return Baseline(
-        boot=str(doc["boot"]),
-        started=float(doc["started"]),
+        boot=str(doc["boot"])[:64],
+        started=_seconds(doc["started"]),
         tasks={str(n): counters_from_json(c) for n, c in doc["tasks"].items()},
         waits={str(q): h for q, d in doc["waits"].items() if (h := hist_from_json(d))},
+        at=_seconds(doc.get("at", 0.0)),
+        naming=str(doc.get("naming", ""))[:16],
+        histograms=doc.get("histograms", True),
     )
 
 
@@ -307,5 +425,5 @@ def window_to_json(entry: WindowEntry) -> dict[str, Any]:
 
 def window_from_json(doc: Mapping[str, Any]) -> WindowEntry:
     return WindowEntry(
-        float(doc["at"]), {str(n): counters_from_json(c) for n, c in doc["tasks"].items()}
+        _seconds(doc["at"]), {str(n): counters_from_json(c) for n, c in doc["tasks"].items()}
     )

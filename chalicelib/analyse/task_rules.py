@@ -21,7 +21,7 @@ CRITICAL_FAILURE_RATE_PCT = 50.0
 def task_failure_rate(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Finding]:
     """Per task name: its failure rate over the failure window, once enough runs ended."""
     outcomes = sample.outcomes
-    if outcomes is None or not outcomes.counted:
+    if outcomes is None:
         return
     window = fmt_seconds(outcomes.window_seconds)
     for name, counters in outcomes.window.items():
@@ -56,7 +56,7 @@ def tasks_expired(sample: Sample, _t: Trends, _th: Thresholds) -> Iterable[Findi
     """Tasks discarded unrun because their ``expires`` passed: counted by the companions
     over the failure window, or seen waiting past it at the old end of a queue."""
     outcomes = sample.outcomes
-    if outcomes is not None and outcomes.counted:
+    if outcomes is not None:
         window = fmt_seconds(outcomes.window_seconds)
         for name, counters in outcomes.window.items():
             if counters.expired:

@@ -110,7 +110,7 @@ def _outcomes(body: dict[str, Any]) -> dict[str, Any]:
             },
             "outcome_window": [window_from_json(e) for e in body.get("outcome_window") or []],
         }
-    except (AttributeError, KeyError, TypeError, ValueError, StateError):
+    except Exception:
         return {}
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import doorman_celery
 from tests.companion.conftest import Companions, outcomes
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow  # real workers
 
@@ -29,8 +30,12 @@ def test_the_reply_carries_no_argument_bytes(companions: Companions, pool: str) 
     send("comp.fail", 0.0, EMAIL, CARD)  # raises with the planted values in its message
     send("comp.ok", kwargs={"email": EMAIL, "card": SECRET})
 
-    # Celery's own answer carries them: the planted values are really there to leak.
-    assert EMAIL in json.dumps(companions.client.control.inspect(destination=[name]).active())
+    # Celery's own answer carries them: the planted values are really there to leak (once
+    # the pool has started the blockers: asked too soon, active is still empty).
+    def leaks() -> bool:
+        return EMAIL in json.dumps(companions.client.control.inspect(destination=[name]).active())
+
+    wait_until(leaks, 20, "Celery's active reply to carry the planted address")
 
     reply = companions.wait_for(name, lambda r: len(r["active"]) == 2 and r["scheduled"])
     assert [s["id"] for s in reply["scheduled"]] == [later]

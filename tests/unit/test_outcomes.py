@@ -10,6 +10,7 @@ import pytest
 
 from chalicelib.alert_types import AlertType
 from chalicelib.analyse.outcomes import (
+    MAX_STORED_BYTES,
     Baseline,
     WindowEntry,
     baseline_from_json,
@@ -65,14 +66,23 @@ def worker(wid: str, outcomes: CompanionRaw | None, status: str = "online") -> W
     )
 
 
-def run(workers, baselines=None, window=(), *, now=100.0, since=40.0, seconds=300.0):
+def run(
+    workers, baselines=None, window=(), *, now=100.0, since=40.0, seconds=300.0, keep_silent=0.0
+):
     return step_outcomes(
-        workers, baselines or {}, list(window), now=now, since=since, window_seconds=seconds
+        workers,
+        baselines or {},
+        list(window),
+        now=now,
+        since=since,
+        window_seconds=seconds,
+        keep_silent_for=keep_silent,
     )
 
 
-def base_of(r: CompanionRaw) -> Baseline:
-    return Baseline(r.boot, r.started, dict(r.tasks), dict(r.waits))
+def base_of(r: CompanionRaw, at: float = 40.0) -> Baseline:
+    """``r`` as the previous check (at ``at``, the default ``since`` of ``run``) stored it."""
+    return Baseline(r.boot, r.started, dict(r.tasks), dict(r.waits), at=at)
 
 
 def test_the_interval_is_the_difference_of_two_readings_of_one_boot() -> None:
@@ -126,7 +136,8 @@ def test_the_window_keeps_what_is_younger_than_its_length() -> None:
     ]
     before = raw(send=TaskCounters(succeeded=1))
     after = raw(send=TaskCounters(succeeded=4))
-    out = run([worker("w1", after)], {"w1": base_of(before)}, window, now=320.0, since=260.0)
+    base = {"w1": base_of(before, at=260.0)}
+    out = run([worker("w1", after)], base, window, now=320.0, since=260.0)
     assert [e.at for e in out.window] == [60.0, 320.0]
     assert out.sample.window["send"] == TaskCounters(succeeded=4, failed=1)
 
@@ -216,39 +227,123 @@ def test_the_stored_form_round_trips() -> None:
     assert window_from_json(json.loads(json.dumps(window_to_json(e)))) == e
 
 
-def test_baselines_over_the_bound_are_not_kept_and_said(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_baselines_over_the_bound_lose_histograms_then_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from chalicelib.analyse import outcomes as module
 
-    monkeypatch.setattr(module, "MAX_STORED_ENTRIES", 4)
-    two = raw(a=TaskCounters(succeeded=1), b=TaskCounters(succeeded=1))
+    timed = TaskCounters(succeeded=1, runtime=hist(0.05, 0.5, 5.0))
+    two = raw(a=timed, b=timed)
+    lean = len(json.dumps(module.baseline_to_json(module._without_histograms(base_of(two)))))
+    monkeypatch.setattr(module, "MAX_STORED_BYTES", 2 * lean + lean // 2)
     out = run([worker("w1", two), worker("w2", two), worker("w3", two)])
     assert sorted(out.baselines) == ["w1", "w2"] and out.not_kept == ("w3",)
-    assert out.sample.measured
+    assert out.histograms_dropped
+    assert all(not b.histograms and not b.waits for b in out.baselines.values())
+    assert all(c.runtime is None for b in out.baselines.values() for c in b.tasks.values())
+    # The next difference of a baseline kept without histograms has counts only.
+    later = raw(a=TaskCounters(succeeded=3, runtime=hist(0.05, 0.5, 5.0, 1, 1)), b=timed)
+    nxt = run([worker("w1", later)], out.baselines, now=160.0, since=100.0)
+    (task,) = nxt.sample.tasks
+    assert (task.name, task.counters.succeeded, task.counters.runtime) == ("a", 2, None)
 
 
-def test_a_state_at_the_bound_fits_one_dynamodb_item() -> None:
-    """20 workers of 1,000 task names each, with run-time histograms: the stored state, as
-    the DynamoDB store compresses it, stays under the size it keeps for one item."""
+def test_a_state_of_many_workers_and_names_fits_one_dynamodb_item() -> None:
+    """40 workers of 1,000 task names each, with run-time histograms spread over many
+    buckets: what the state keeps, compressed as the DynamoDB store does, stays well under
+    the size it keeps for one item."""
+    import random
     import zlib
 
-    from chalicelib.analyse.outcomes import MAX_STORED_ENTRIES
     from chalicelib.state import TargetState
     from chalicelib.state.dynamodb import MAX_ITEM_BYTES
 
+    rng = random.Random(7)
     bounds = tuple(float(b) for b in range(1, 44))
-    counts = tuple([0] * 10 + [3, 9, 27, 4] + [0] * 30)
-    runtime = Histogram(43, 81.5, 9.75, counts)
     names = [f"proj.billing.tasks.charge_customer_{i:04d}" for i in range(1000)]
-    baselines = {
-        f"w-{n:08x}": Baseline(
-            f"{n:016x}",
-            1.7e9 + n,
-            {name: TaskCounters(1234 + n, 56, 7, 0, 1, 2, runtime) for name in names},
-            {},
+
+    def counters() -> TaskCounters:
+        counts = tuple(rng.randrange(0, 10**6) for _ in range(len(bounds) + 1))
+        runtime = Histogram(sum(counts), rng.random() * 1e6, rng.random() * 1e3, counts)
+        return TaskCounters(*(rng.randrange(0, 10**9) for _ in range(6)), runtime=runtime)
+
+    workers = [
+        worker(
+            f"w-{n:08x}", CompanionRaw(f"{n:016x}", 50.0, bounds, {m: counters() for m in names})
         )
-        for n in range(MAX_STORED_ENTRIES // len(names))
-    }
-    assert sum(len(b.tasks) for b in baselines.values()) == MAX_STORED_ENTRIES
-    assert len(bounds) + 1 == len(counts)
-    body = json.dumps(TargetState(baselines=baselines).to_json(), separators=(",", ":"))
-    assert len(zlib.compress(body.encode(), 6)) < MAX_ITEM_BYTES
+        for n in range(40)
+    ]
+    out = run(workers)
+    assert out.histograms_dropped and out.not_kept  # the bound was reached, and said
+    body = json.dumps(TargetState(baselines=out.baselines).to_json(), separators=(",", ":"))
+    assert len(body) <= MAX_STORED_BYTES + 1000
+    assert len(zlib.compress(body.encode(), 6)) < MAX_ITEM_BYTES // 2
+
+
+def test_a_silent_worker_keeps_its_baseline_and_is_differenced_when_back() -> None:
+    before = raw(t=TaskCounters(succeeded=5, failed=12))
+    base = {"w1": base_of(before, at=1000.0)}
+    gone = run(
+        [worker("w1", None, status="offline")], base, now=1060.0, since=1000.0, keep_silent=3600.0
+    )
+    assert gone.baselines["w1"].at == 1000.0  # kept, untouched
+    back = raw(t=TaskCounters(succeeded=10, failed=12))
+    out = run([worker("w1", back)], gone.baselines, now=1120.0, since=1060.0, keep_silent=3600.0)
+    (task,) = out.sample.tasks
+    assert (task.counters.succeeded, task.counters.failed) == (5, 0)
+
+
+def test_old_outcomes_are_not_recent_and_the_future_is_not_kept() -> None:
+    failed = raw(t=TaskCounters(failed=20))
+    # Counted over a gap longer than the window: shown for the interval, not in the window.
+    late = run([worker("w1", failed)], {"w1": base_of(raw(), at=100.0)}, now=3660.0, since=100.0)
+    assert late.sample.tasks[0].counters.failed == 20 and late.sample.window == {}
+    # A clock that went back: nothing of the window's future is kept, nothing is counted.
+    window = [WindowEntry(10_000.0, {"t": TaskCounters(failed=20)})]
+    back = run(
+        [worker("w1", failed)],
+        {"w1": base_of(raw(), at=10_000.0)},
+        window,
+        now=6400.0,
+        since=10_000.0,
+    )
+    assert back.sample.window == {} and back.sample.tasks == () and back.window == []
+    assert back.sample.not_counted == ("w1",)
+
+
+def test_a_change_of_naming_starts_new_baselines() -> None:
+    before = raw(t=TaskCounters(succeeded=1))
+    base = {"w1": replace(base_of(before), naming="scrubbed")}
+    after = raw(t=TaskCounters(succeeded=1, failed=50))
+    out = step_outcomes(
+        [worker("w1", after)], base, [], now=100.0, since=40.0, window_seconds=300.0, naming="plain"
+    )
+    assert out.sample.tasks == () and out.sample.not_counted == ("w1",)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"boot": "b", "started": 1e400, "tasks": {}, "waits": {}},
+        {
+            "boot": "b",
+            "started": 1.0,
+            "tasks": {"t": [1, 2, 3, 4, 5, 6, [1, 1.0, 1.0, 300_000_000, 0]]},
+            "waits": {},
+        },
+        {"boot": "b", "started": 1.0, "tasks": {"t": [1, 2, 3, 4, 5, -6]}, "waits": {}},
+        {"boot": "b", "started": 1.0, "tasks": {"t": "many"}, "waits": {}},
+        {"boot": "b", "started": 1.0, "tasks": {}, "waits": {"q": [1, 1.0, 1.0, 5, 4, 1, 1, 1]}},
+    ],
+)
+def test_a_malformed_stored_baseline_loads_as_none(bad: dict[str, object]) -> None:
+    """Infinity, a 300,000,000-bucket histogram, a negative count, a wrong shape: the state
+    loads (without outcomes, learnt again), quickly and without the memory asked for."""
+    import time
+
+    from chalicelib.state import TargetState
+
+    started = time.perf_counter()
+    state = TargetState.from_json(3, {"baselines": {"w-1": bad}, "outcomes_at": 5.0})
+    assert state.baselines == {} and state.version == 3
+    assert time.perf_counter() - started < 1.0
