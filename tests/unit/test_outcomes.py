@@ -347,3 +347,67 @@ def test_a_malformed_stored_baseline_loads_as_none(bad: dict[str, object]) -> No
     state = TargetState.from_json(3, {"baselines": {"w-1": bad}, "outcomes_at": 5.0})
     assert state.baselines == {} and state.version == 3
     assert time.perf_counter() - started < 1.0
+
+
+def test_a_check_that_is_not_committed_withholds_its_task_figures(tmp_path) -> None:
+    """A real SQLite store that another check moved on refuses the commit: the payload then
+    reports no task figures, which the next check (from the old baseline) reports once."""
+    from chalicelib.check import Stepped
+    from chalicelib.runner import _commit
+    from chalicelib.state import TargetState
+    from chalicelib.state.sqlite import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "state.db"))
+    try:
+        store.commit("t", TargetState(), 0, ())  # another check: version 1 now
+        payload = {
+            "metrics": {"tasks_succeeded": 3, "tasks_failed": 9, "tasks_expired": 0},
+            "tasks": [{"name": "x", "failed": 9}],
+            "queues": [{"name": "celery", "wait_p50_sec": 0.1, "wait_p95_sec": 0.2}],
+            "companion": {"workers": 1, "without": []},
+            "notifications": [],
+            "errors": [],
+        }
+        stepped = Stepped(payload, sample_with(None), TargetState(), ())
+        _, committed = _commit(store, "t", TargetState(version=0), stepped)
+    finally:
+        store.close()
+    assert not committed
+    assert payload["tasks"] == [] and payload["metrics"]["tasks_failed"] is None
+    assert "wait_p50_sec" not in payload["queues"][0]
+    assert "not saved" in payload["companion"]["withheld"]
+    assert payload["errors"][0]["kind"] == "conflict"
+
+
+def test_task_alerts_are_held_while_no_companion_can_be_read() -> None:
+    from chalicelib.alerting import AlertState, Policy, step
+    from chalicelib.check import outcome_alerts_unseen
+    from chalicelib.model import OutcomeSample, Severity
+
+    firing = AlertState(
+        key="task_failure_rate:t:send",
+        type="task_failure_rate",
+        severity=Severity.CRITICAL,
+        state="firing",
+        title="Task failing: send",
+        message="m",
+        first_seen=0.0,
+        last_seen=100.0,
+        since=0.0,
+        notified=True,
+    )
+    alerts = {firing.key: firing}
+    policy = Policy(resolve_after=2)
+    blind_to_it = OutcomeSample(measured=True, counted=0, not_counted=("w1",))
+    for now in (160.0, 220.0, 280.0):
+        unseen = outcome_alerts_unseen(blind_to_it, now, hold_for=3600.0)
+        alerts, notes = step(alerts, [], target="t", now=now, policy=policy, unseen=unseen)
+        assert list(alerts) == [firing.key] and notes == []  # held, no resolve
+    seeing = OutcomeSample(measured=True, counted=1)
+    for now in (340.0, 400.0):
+        unseen = outcome_alerts_unseen(seeing, now, hold_for=3600.0)
+        alerts, notes = step(alerts, [], target="t", now=now, policy=policy, unseen=unseen)
+    assert alerts == {} and [n.action for n in notes] == ["resolve"]
+    # Held no longer than a silent worker is remembered.
+    late = outcome_alerts_unseen(blind_to_it, 100.0 + 3600.0, hold_for=3600.0)
+    assert late is not None and not late(firing)
