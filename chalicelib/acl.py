@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import Settings, parse_redis_url
+from .settings import Settings
 
 # Commands Doorman's user is granted (Redis 7 names; a subcommand as command|sub).
 COMMANDS = (
@@ -116,11 +116,6 @@ def rules(prefix: str = "", db: int = 0) -> AclRules:
         ),
         channels=(f"{p}/{db}.*.pidbox",),
     )
-
-
-def rules_for(settings: Settings) -> AclRules:
-    """The rules for the broker ``settings`` names."""
-    return rules(settings.global_keyprefix, parse_redis_url(settings.broker_url).db)
 
 
 def _redis_cli_quote(token: str) -> str:

@@ -151,9 +151,8 @@ class MessagePeek:
     redelivered: bool = False
     priority: int | None = None
     content_type: str | None = None
-    # ETA tasks not due yet, passed over at the old end of the list to reach this message;
+    # ETA tasks not due yet are passed over at the old end of the list to reach this message;
     # ``window_exhausted``: none within the window was due, what waits behind is not seen.
-    skipped_not_due: int = 0
     window_exhausted: bool = False
 
 

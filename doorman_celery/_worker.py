@@ -78,8 +78,8 @@ else:
 class CompanionRequest(_RequestBase):
     """Mixed in front of a task's Request class (Celery's, or the one the user set).
 
-    Counts each request's outcome once (``_dm_done``): a hard time limit, for one, reaches
-    both ``on_failure`` and ``on_timeout``.
+    Counts each request's outcome once (``_dm_done``), however many of the callbacks it
+    wraps report it.
     """
 
     __slots__ = ()

@@ -985,7 +985,6 @@ def _peek_from(raw: dict[str, Any]) -> MessagePeek:
         redelivered=bool(raw.get("rd")),
         priority=int(priority) if isinstance(priority, int | float) else None,
         content_type=_text(raw.get("ct")),
-        skipped_not_due=int(raw.get("sk", 0)),
         window_exhausted=bool(raw.get("wx")),
     )
 
