@@ -697,3 +697,14 @@ def mark_silent(workers: tuple[WorkerRaw, ...], subscribers: int | None) -> tupl
     if subscribers != online:  # room for silent ones that are alive, or a count to distrust
         return workers
     return tuple(replace(w, status="offline") if w.status != "online" else w for w in workers)
+
+
+def duplicate_names_error(count: int) -> ProbeError:
+    """Workers that share a name answer each question twice: Doorman sees them as one."""
+    return ProbeError(
+        "workers",
+        "duplicate_name",
+        f"{count} worker name(s) answered the same question twice: two workers share a name"
+        " (start each with its own -n name@host); Doorman counts them as one, so its"
+        " figures for them are those of one of them",
+    )

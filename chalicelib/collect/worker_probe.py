@@ -31,6 +31,7 @@ from .replies import (
     companion_errors,
     companion_verdict,
     describe_remote_error,
+    duplicate_names_error,
     latest_eta,
     reduce_conf,
     reduce_doorman,
@@ -189,6 +190,7 @@ class WorkerProbe:
     ) -> None:
         self._broker_url = broker_url
         self._access = access or BrokerAccess()
+        self._twice: set[str] = set()  # names that answered one command twice
         self._app_started = 0.0
         self._keyprefix = keyprefix
         self._sep = KOMBU_SEP
@@ -348,18 +350,22 @@ class WorkerProbe:
         errors: list[ProbeError] = []
         reduced: dict[str, Reduced] = {}
         known: dict[str, bool | None] = {}
+        self._twice = set()
         try:
             if discover:
                 found: list[str] = []
                 self._broadcast(
                     "ping", None, self._step(deadline), lambda host, _reply: found.append(host)
                 )
-                names.extend(h for h in found if h not in names)
+                self._twice.update(h for h in found if found.count(h) > 1)
+                names.extend(h for h in dict.fromkeys(found) if h not in names)
             known = {name: companion_of(name) for name in names}
             self._ask(known, detail, reduced, deadline, errors)
         except Exception as exc:
             errors.append(describe_remote_error(exc))
         errors.extend(companion_errors(reduced))
+        if self._twice:
+            errors.append(duplicate_names_error(len(self._twice)))
         return WorkerResult(
             tuple(_worker_from(n, reduced.get(n), known.get(n)) for n in names),
             tuple(errors),
@@ -521,17 +527,7 @@ class WorkerProbe:
         for ticket, _command, _names, on_reply in tickets:
             routes[ticket] = on_reply
         expected = sum(len(names) for _command, names, _on_reply in asks)
-        received = 0
-
-        def on_message(body: Any, message: Any) -> None:
-            nonlocal received
-            on_reply = routes.get(message.headers.get("ticket"))
-            if on_reply is None or not isinstance(body, dict):
-                return
-            received += 1
-            for hostname, value in body.items():
-                if isinstance(hostname, str):
-                    on_reply(hostname, value)
+        replies = _Replies(routes, self._twice)
 
         queue = mailbox.reply_queue
         # The consumer declares the reply queue and its binding afresh, and it must do so
@@ -539,13 +535,13 @@ class WorkerProbe:
         # that arrives while no binding routes it is dropped by the broker.
         consumer_class: Any = messaging.Consumer  # kombu is only partly typed
         consumer = consumer_class(channel, [queue], accept=mailbox.accept, no_ack=True)
-        consumer.register_callback(on_message)
+        consumer.register_callback(replies.on_message)
         deadline = time.monotonic() + timeout
         try:
             with consumer:
                 for ticket, command, names, _on_reply in tickets:
                     publish_command(mailbox, command, names, ticket, channel, timeout)
-                while received < expected:
+                while replies.received < expected:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -555,7 +551,34 @@ class WorkerProbe:
                         break
         finally:
             channel.after_reply_message_received(queue.name)
-        return received >= expected
+        return replies.received >= expected
+
+
+class _Replies:
+    """The replies of one round, routed by ticket; each name counted once per ticket."""
+
+    def __init__(self, routes: dict[str, Callable[[str, Any], None]], twice: set[str]) -> None:
+        self.routes = routes
+        self.twice = twice  # names that answered one ticket twice: two workers share them
+        self.received = 0
+        self._answered: set[tuple[str, str]] = set()
+
+    def on_message(self, body: Any, message: Any) -> None:
+        ticket = message.headers.get("ticket")
+        on_reply = self.routes.get(ticket)
+        if on_reply is None or not isinstance(body, dict):
+            return
+        for hostname, value in body.items():
+            if not isinstance(hostname, str):
+                continue
+            if (ticket, hostname) in self._answered:
+                # Only the first answer is taken, and the second does not count as another
+                # worker's (that would end the round before one still to answer has).
+                self.twice.add(hostname)
+                continue
+            self._answered.add((ticket, hostname))
+            self.received += 1
+            on_reply(hostname, value)
 
 
 def _eta_asks(
