@@ -154,6 +154,8 @@ class MessagePeek:
     # ETA tasks not due yet are passed over at the old end of the list to reach this message;
     # ``window_exhausted``: none within the window was due, what waits behind is not seen.
     window_exhausted: bool = False
+    # Messages looked at on the way (this one included) whose ``expires`` has passed.
+    expired_seen: int = 0
 
 
 @dataclass(frozen=True)
@@ -310,8 +312,8 @@ class QueueSample:
     problem: str | None
     # The ETA window ran out before a due message: latency behind it is not measured.
     latency_window_exhausted: bool = False
-    # Oldest waiting messages (one per priority list) already past their ``expires``: a
-    # worker will discard them unrun. A lower bound: messages behind them are not read.
+    # Waiting messages at the old end of its lists (the ETA window) already past their
+    # ``expires``: a worker will discard them unrun. A lower bound: the rest is not read.
     expired_waiting: int = 0
 
 

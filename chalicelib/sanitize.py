@@ -411,11 +411,8 @@ def _queue_sample(
     unreadable = False
     serializers: set[str] = set()
     redelivered = False
-    expired = 0
+    expired = sum(peek.expired_seen for peek in raw.oldest)
     for peek in raw.oldest:
-        expires_at = parse_time(peek.expires) if peek.decoded else None
-        if expires_at is not None and expires_at < now:
-            expired += 1
         if not peek.decoded:
             unreadable = True
         if peek.content_type:

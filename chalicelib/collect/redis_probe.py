@@ -970,6 +970,7 @@ def _text(value: Any) -> str | None:
 
 def _peek_from(raw: dict[str, Any]) -> MessagePeek:
     retries = raw.get("re")
+    xp = raw.get("xp")
     priority = raw.get("pr")
     return MessagePeek(
         priority_list=int(raw.get("l", 0)),
@@ -986,6 +987,7 @@ def _peek_from(raw: dict[str, Any]) -> MessagePeek:
         priority=int(priority) if isinstance(priority, int | float) else None,
         content_type=_text(raw.get("ct")),
         window_exhausted=bool(raw.get("wx")),
+        expired_seen=int(xp) if isinstance(xp, int | float) and 0 < xp <= ETA_WINDOW else 0,
     )
 
 

@@ -136,16 +136,21 @@ end
 -- The oldest due message of one list: ETA tasks not due yet at the old end are passed
 -- over, up to ``window`` messages. ``sk`` counts those passed over; ``wx`` says the window
 -- ended before a due message (or the list's end) was found, so the latency of what waits
--- behind is not measured.
+-- behind is not measured; ``xp`` counts the messages looked at whose ``expires`` has
+-- passed (a worker will discard them unrun).
 local function peek(key, level, length)
   local oldest = nil
   local looked = 0
+  local expired = 0
   for i = 1, math.min(window, length) do
     local raw = call('LINDEX', key, -i)
     if type(raw) ~= 'string' then break end
     local r, due = inspect(raw, level)
+    local gone = r.exp and epoch(r.exp)
+    if gone and gone < now then expired = expired + 1 end
     if due then
       if i > 1 then r.sk = i - 1 end
+      if expired > 0 then r.xp = expired end
       return r
     end
     oldest = oldest or r
@@ -155,6 +160,7 @@ local function peek(key, level, length)
   if oldest then
     oldest.sk = looked
     if length > looked then oldest.wx = true end
+    if expired > 0 then oldest.xp = expired end
   end
   return oldest
 end
