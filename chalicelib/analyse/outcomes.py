@@ -58,10 +58,12 @@ class Baseline:
 
 @dataclass(frozen=True)
 class WindowEntry:
-    """One check's outcomes by task name (counters only), kept for the failure window."""
+    """One check's outcomes by task name (counters only), kept for the failure window, under
+    the names of ``naming`` (entries of another naming are dropped: names would mix)."""
 
     at: float
     tasks: dict[str, TaskCounters]
+    naming: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,12 +230,14 @@ def step_outcomes(
             total.not_counted.append(w.id_hash)
         else:
             total.add(raw.bounds, part[0], recent=part[1] <= window_seconds)
-    answering = {w.id_hash for w in online}
+    # Online but unread (its reply failed or timed out) keeps its baseline like a silent one.
+    answering = {w.id_hash for w in online if w.outcomes is not None}
     for wid, base in baselines.items():
         if wid not in answering and 0 <= now - base.at < keep_silent_for:
             fresh[wid] = base  # silent for now: differenced when it answers again
     kept, not_kept, dropped = _bounded(fresh)
-    slots = _slotted([*window, WindowEntry(now, total.recent)], now, window_seconds)
+    same = [e for e in window if e.naming == naming]
+    slots = _slotted([*same, WindowEntry(now, total.recent, naming)], now, window_seconds)
     sample = OutcomeSample(
         measured=any(w.outcomes is not None for w in online),
         counted=total.counted,
@@ -281,7 +285,9 @@ def _slotted(entries: Iterable[WindowEntry], now: float, seconds: float) -> list
     width = seconds / WINDOW_SLOTS
     merged: dict[int, dict[str, TaskCounters]] = {}
     starts: dict[int, float] = {}
+    naming = ""
     for e in entries:
+        naming = e.naming
         age = now - e.at
         if not 0 <= age < seconds or not e.tasks:
             continue
@@ -290,7 +296,7 @@ def _slotted(entries: Iterable[WindowEntry], now: float, seconds: float) -> list
         starts[slot] = min(starts.get(slot, e.at), e.at)
         for name, c in e.tasks.items():
             tasks[name] = counters_add(tasks[name], c, runtime=False) if name in tasks else c
-    return [WindowEntry(starts[k], merged[k]) for k in sorted(merged, reverse=True)]
+    return [WindowEntry(starts[k], merged[k], naming) for k in sorted(merged, reverse=True)]
 
 
 def _bounded(
@@ -420,10 +426,13 @@ def baseline_from_json(doc: Mapping[str, Any]) -> Baseline:
 
 
 def window_to_json(entry: WindowEntry) -> dict[str, Any]:
-    return {"at": entry.at, "tasks": {n: counters_to_json(c) for n, c in entry.tasks.items()}}
+    tasks = {n: counters_to_json(c) for n, c in entry.tasks.items()}
+    return {"at": entry.at, "naming": entry.naming, "tasks": tasks}
 
 
 def window_from_json(doc: Mapping[str, Any]) -> WindowEntry:
     return WindowEntry(
-        _seconds(doc["at"]), {str(n): counters_from_json(c) for n, c in doc["tasks"].items()}
+        _seconds(doc["at"]),
+        {str(n): counters_from_json(c) for n, c in doc["tasks"].items()},
+        str(doc.get("naming", ""))[:16],
     )

@@ -14,6 +14,7 @@ import functools
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -357,7 +358,7 @@ class WorkerProbe:
                 self._broadcast(
                     "ping", None, self._step(deadline), lambda host, _reply: found.append(host)
                 )
-                self._twice.update(h for h in found if found.count(h) > 1)
+                self._twice.update(h for h, n in Counter(found).items() if n > 1)
                 names.extend(h for h in dict.fromkeys(found) if h not in names)
             known = {name: companion_of(name) for name in names}
             self._ask(known, detail, reduced, deadline, errors)

@@ -44,3 +44,26 @@ def test_expired_messages_in_the_eta_window_are_counted_and_alerted(
     assert alert["state"] == "firing" and alert["queue"] == "mail"
     assert "At least 3 task(s) waiting in 'mail'" in alert["message"]
     client.close()
+
+
+def test_impossible_or_padded_times_are_not_taken_for_an_expiry(
+    redis_server: Any, checker: Any
+) -> None:
+    """Celery refuses such messages as invalid: Doorman does not call them expired."""
+    client = redis_server.client()
+    bind(client, "odd")
+    for i, text in enumerate(
+        [
+            "2020-13-45T99:99:99",
+            "0000-00-00T00:00:00",
+            "2020-01-01T00:00:00garbage",
+            "2020-01-01T00:00:00+99:99",
+            "2020-01-01T00:00:00.5x",
+        ]
+    ):
+        client.lpush("odd", message(**_headers(id=f"o{i}", eta=_iso(3600), expires=text)))
+    client.lpush("odd", message(**_headers(id="valid", expires="2020-01-01T00:00:00.5Z")))
+    payload = checker(worker_timeout_seconds=0.5).check()
+    (queue,) = [q for q in payload["queues"] if q["name"] == "odd"]
+    assert queue["expired_waiting"] == 1  # the valid one, with its fraction and its Z
+    client.close()

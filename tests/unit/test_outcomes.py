@@ -411,3 +411,28 @@ def test_task_alerts_are_held_while_no_companion_can_be_read() -> None:
     # Held no longer than a silent worker is remembered.
     late = outcome_alerts_unseen(blind_to_it, 100.0 + 3600.0, hold_for=3600.0)
     assert late is not None and not late(firing)
+
+
+def test_an_online_worker_whose_counters_were_not_read_keeps_its_baseline() -> None:
+    """Its doorman reply failed or timed out this check: the runs between the last good
+    reading and the next one are counted then, not lost."""
+    first = run([worker("w1", raw(t=TaskCounters(succeeded=10)))], now=100.0, since=None)
+    unread = replace(worker("w1", None), companion=True)
+    second = run([unread], first.baselines, now=160.0, since=100.0, keep_silent=3600.0)
+    assert "w1" in second.baselines
+    later = raw(t=TaskCounters(succeeded=10, failed=20))
+    third = run([worker("w1", later)], second.baselines, now=220.0, since=160.0)
+    (task,) = third.sample.tasks
+    assert (task.counters.succeeded, task.counters.failed) == (0, 20)
+
+
+def test_window_entries_of_another_naming_are_dropped() -> None:
+    plain = WindowEntry(90.0, {"tasks.mail_jane@example.com": TaskCounters(failed=9)}, "plain")
+    out = step_outcomes(
+        [], {}, [plain], now=100.0, since=40.0, window_seconds=300.0, naming="scrubbed"
+    )
+    assert out.sample.window == {} and out.window == []
+    kept = step_outcomes(
+        [], {}, [plain], now=100.0, since=40.0, window_seconds=300.0, naming="plain"
+    )
+    assert list(kept.sample.window) == ["tasks.mail_jane@example.com"]

@@ -73,21 +73,28 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
--- Epoch seconds of an ISO 8601 time as Celery writes ``eta`` (naive means UTC), or nil.
+-- Epoch seconds of an ISO 8601 time as Celery writes ``eta`` (naive means UTC), or nil for
+-- anything else: an impossible date or time, or trailing text, is no time at all.
 local function epoch(text)
   local y, mo, d, h, mi, s = string.match(
     text, '^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)')
   if not y then return nil end
-  local t = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
-    + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+  y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(s)
+  if y < 1 or mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60 then
+    return nil
+  end
+  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
   local rest = string.sub(text, 20)
   local frac = string.match(rest, '^%.(%d+)')
-  if frac then t = t + tonumber('0.' .. frac) end
-  local sign, oh, om = string.match(rest, '([%+%-])(%d%d):?(%d%d)$')
-  if sign then
-    local offset = tonumber(oh) * 3600 + tonumber(om) * 60
-    if sign == '+' then t = t - offset else t = t + offset end
+  if frac then
+    t = t + tonumber('0.' .. frac)
+    rest = string.sub(rest, string.len(frac) + 2)
   end
+  if rest == '' or rest == 'Z' then return t end
+  local sign, oh, om = string.match(rest, '^([%+%-])(%d%d):?(%d%d)$')
+  if not sign or tonumber(oh) > 23 or tonumber(om) > 59 then return nil end
+  local offset = tonumber(oh) * 3600 + tonumber(om) * 60
+  if sign == '+' then t = t - offset else t = t + offset end
   return t
 end
 
