@@ -377,18 +377,16 @@ class TaskOutcome:
 class OutcomeSample:
     """What the companions measured since the previous check, and over the failure window.
 
-    ``measured``: at least one answering worker has the companion (else every figure is
-    unknown, not 0). ``without``: the answering workers that have none (by hash).
+    ``counted``: the workers whose interval could be told; with none, every figure is
+    unknown, not 0 (which workers lack the companion is read off the workers themselves).
     """
 
-    measured: bool
-    counted: int = 0  # workers whose interval could be told (not a first baseline)
+    counted: int = 0
     tasks: tuple[TaskOutcome, ...] = ()
     waits: dict[str, Histogram] = field(default_factory=dict)  # by (sanitized) queue name
     window: dict[str, TaskCounters] = field(default_factory=dict)  # no runtime
     window_seconds: float = 0.0
     bounds: tuple[float, ...] = ()
-    without: tuple[str, ...] = ()
     # Answering companion workers whose counters could not be differenced this check (a
     # first reading, a restart long ago): the figures leave them out.
     not_counted: tuple[str, ...] = ()

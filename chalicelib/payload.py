@@ -54,7 +54,7 @@ def _queue(q: QueueSample, outcomes: OutcomeSample | None) -> dict[str, Any]:
     if q.expired_waiting:
         doc["expired_waiting"] = q.expired_waiting
     waits = outcomes.waits.get(q.name) if outcomes is not None else None
-    if waits is not None and outcomes is not None:
+    if outcomes is not None and waits is not None:
         doc["wait_p50_sec"] = _seconds(quantile(waits, outcomes.bounds, 0.5))
         doc["wait_p95_sec"] = _seconds(quantile(waits, outcomes.bounds, 0.95))
     return doc
@@ -153,6 +153,9 @@ def _task(t: TaskOutcome, bounds: tuple[float, ...]) -> dict[str, Any]:
     return doc
 
 
+OUTCOME_METRICS = ("tasks_succeeded", "tasks_failed", "tasks_expired", "failure_rate_pct")
+
+
 def outcome_metrics(outcomes: OutcomeSample | None) -> dict[str, Any]:
     """The target's task figures since the previous check; None where not measured (no
     companion answered, or each one only gave its first counters)."""
@@ -188,9 +191,6 @@ def companion_json(sample: Sample) -> dict[str, Any]:
         if not outcomes.counted:
             doc["first_reading"] = True
     return doc
-
-
-OUTCOME_METRICS = ("tasks_succeeded", "tasks_failed", "tasks_expired", "failure_rate_pct")
 
 
 def withhold_outcomes(payload: dict[str, Any], reason: str) -> None:

@@ -6,8 +6,9 @@ keeps each answering worker's last counters as its baseline and reports the diff
 worker seen for the first time counts from its baseline on, unless it started after the
 previous check (then everything it counted is new); a different boot is a restart: its
 counters began again from zero, so they are taken whole when it started after the previous
-check, else as a new baseline (never a negative rate). A worker that stops answering loses
-its baseline: its old counters never count again as live ones.
+check, else as a new baseline (never a negative rate). A worker that stops answering keeps
+its baseline until it is forgotten, to be differenced when it answers again; its old
+counters are never reported as live ones meanwhile.
 """
 
 from __future__ import annotations
@@ -237,16 +238,14 @@ def step_outcomes(
             fresh[wid] = base  # silent for now: differenced when it answers again
     kept, not_kept, dropped = _bounded(fresh)
     same = [e for e in window if e.naming == naming]
-    slots = _slotted([*same, WindowEntry(now, total.recent, naming)], now, window_seconds)
+    slots = _slotted([*same, WindowEntry(now, total.recent)], now, window_seconds, naming)
     sample = OutcomeSample(
-        measured=any(w.outcomes is not None for w in online),
         counted=total.counted,
         tasks=tuple(TaskOutcome(n, c) for n, c in sorted(total.tasks.items()) if not is_empty(c)),
         waits=dict(sorted(total.waits.items())),
         window=window_totals(slots),
         window_seconds=window_seconds,
         bounds=total.bounds,
-        without=tuple(sorted(w.id_hash for w in online if not w.companion)),
         not_counted=tuple(sorted(total.not_counted)),
     )
     return Outcomes(sample, kept, slots, not_kept, dropped)
@@ -279,15 +278,15 @@ class _Totals:
                 self.waits[queue] = hist_add(self.waits.get(queue), h) or h
 
 
-def _slotted(entries: Iterable[WindowEntry], now: float, seconds: float) -> list[WindowEntry]:
+def _slotted(
+    entries: Iterable[WindowEntry], now: float, seconds: float, naming: str
+) -> list[WindowEntry]:
     """The entries within the window (none from this clock's future), merged into at most
     WINDOW_SLOTS slots, so a long window does not keep one entry per check."""
     width = seconds / WINDOW_SLOTS
     merged: dict[int, dict[str, TaskCounters]] = {}
     starts: dict[int, float] = {}
-    naming = ""
     for e in entries:
-        naming = e.naming
         age = now - e.at
         if not 0 <= age < seconds or not e.tasks:
             continue

@@ -9,13 +9,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..alert_types import AlertType
-from ..model import Finding, Sample, Severity
+from ..model import Finding, Sample, Severity, TaskCounters
 from ..text import fmt_seconds
 from ..thresholds import Thresholds
 from .outcomes import failure_rate, finished
 from .trends import Trends
 
 CRITICAL_FAILURE_RATE_PCT = 50.0
+
+
+def failure_severity(counters: TaskCounters, th: Thresholds) -> Severity | None:
+    """How bad one task name's failure rate is: None under the threshold, or before
+    ``min_task_volume`` runs ended; critical above CRITICAL_FAILURE_RATE_PCT."""
+    rate = failure_rate(counters)
+    if rate is None or finished(counters) < th.min_task_volume:
+        return None
+    if rate * 100.0 > CRITICAL_FAILURE_RATE_PCT:
+        return Severity.CRITICAL
+    return Severity.WARNING if rate * 100.0 > th.max_failure_rate_pct else None
 
 
 def task_failure_rate(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Finding]:
@@ -25,15 +36,14 @@ def task_failure_rate(sample: Sample, _t: Trends, th: Thresholds) -> Iterable[Fi
         return
     window = fmt_seconds(outcomes.window_seconds)
     for name, counters in outcomes.window.items():
-        rate = failure_rate(counters)
-        runs = finished(counters)
-        if rate is None or runs < th.min_task_volume or rate * 100.0 <= th.max_failure_rate_pct:
+        severity = failure_severity(counters, th)
+        if severity is None:
             continue
-        pct = rate * 100.0
-        critical = pct > CRITICAL_FAILURE_RATE_PCT
+        runs = finished(counters)
+        pct = 100.0 * counters.failed / runs
         yield Finding(
             type=AlertType.TASK_FAILURE_RATE,
-            severity=Severity.CRITICAL if critical else Severity.WARNING,
+            severity=severity,
             title=f"Task failing: {name}",
             message=(
                 f"{name}: {counters.failed} of {runs} runs failed in the last {window}"

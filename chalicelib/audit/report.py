@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..analyse.deep import ConfigCheck
-from ..analyse.outcomes import counters_add, failure_rate, finished
-from ..analyse.task_rules import CRITICAL_FAILURE_RATE_PCT
+from ..analyse.outcomes import counters_add, failure_rate
+from ..analyse.task_rules import failure_severity
 from ..analyse.trends import Trends, diagnosis
 from ..model import (
     Finding,
@@ -410,14 +410,8 @@ def _task_totals(samples: Sequence[Sample]) -> tuple[dict[str, TaskCounters], bo
 
 def _task_row(name: str, c: TaskCounters, th: Thresholds) -> Row:
     rate = failure_rate(c)
-    level = OK
-    if rate is not None and finished(c) >= th.min_task_volume:
-        if rate * 100.0 > CRITICAL_FAILURE_RATE_PCT:
-            level = CRITICAL
-        elif rate * 100.0 > th.max_failure_rate_pct:
-            level = WARNING
-    if c.expired and level == OK:
-        level = WARNING
+    severity = failure_severity(c, th)
+    level = level_of(severity) if severity is not None else (WARNING if c.expired else OK)
     ran = f"{c.succeeded} ok, {c.failed} failed" + (
         f" ({rate * 100.0:.0f}%)" if rate is not None and c.failed else ""
     )

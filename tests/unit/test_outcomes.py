@@ -104,7 +104,8 @@ def test_a_restart_is_a_reset_not_a_negative_rate() -> None:
     assert (task.counters.succeeded, task.counters.failed) == (3, 1)
     # Restarted long ago (unseen in between): a new baseline, nothing counted.
     out = run([worker("w1", replace(after, started=10.0))], {"w1": base_of(before)})
-    assert out.sample.tasks == () and out.sample.counted == 0 and out.sample.measured
+    assert out.sample.tasks == () and out.sample.counted == 0
+    assert out.sample.not_counted == ("w1",)  # read, only not differenced
 
 
 def test_a_first_reading_counts_nothing_unless_the_worker_started_since() -> None:
@@ -115,17 +116,21 @@ def test_a_first_reading_counts_nothing_unless_the_worker_started_since() -> Non
     assert run([worker("w1", new)], since=None).sample.tasks == ()
 
 
-def test_a_dead_worker_loses_its_baseline() -> None:
+def test_a_dead_worker_past_its_keep_time_loses_its_baseline() -> None:
     counters = raw(send=TaskCounters(succeeded=5))
     out = run([worker("w1", counters, status="offline")], {"w1": base_of(counters)})
-    assert out.baselines == {} and not out.sample.measured
+    assert out.baselines == {} and out.sample.counted == 0 and out.sample.not_counted == ()
     assert out.window == []  # nothing measured: the window is not fed
 
 
 def test_workers_without_the_companion_are_named_and_nothing_is_invented() -> None:
-    out = run([worker("w1", None)])
-    assert not out.sample.measured and out.sample.without == ("w1",)
-    sample = sample_with(out.sample)
+    from chalicelib.payload import companion_json
+
+    plain = replace(worker("w1", None), companion=False)
+    out = run([plain])
+    assert out.sample.counted == 0 and out.sample.not_counted == () and out.baselines == {}
+    sample = replace(sample_with(out.sample), workers=(plain,))
+    assert companion_json(sample)["without"] == ["w1"]
     assert list(task_failure_rate(sample, Trends(), Thresholds())) == []
 
 
@@ -398,12 +403,12 @@ def test_task_alerts_are_held_while_no_companion_can_be_read() -> None:
     )
     alerts = {firing.key: firing}
     policy = Policy(resolve_after=2)
-    blind_to_it = OutcomeSample(measured=True, counted=0, not_counted=("w1",))
+    blind_to_it = OutcomeSample(counted=0, not_counted=("w1",))
     for now in (160.0, 220.0, 280.0):
         unseen = outcome_alerts_unseen(blind_to_it, now, hold_for=3600.0)
         alerts, notes = step(alerts, [], target="t", now=now, policy=policy, unseen=unseen)
         assert list(alerts) == [firing.key] and notes == []  # held, no resolve
-    seeing = OutcomeSample(measured=True, counted=1)
+    seeing = OutcomeSample(counted=1)
     for now in (340.0, 400.0):
         unseen = outcome_alerts_unseen(seeing, now, hold_for=3600.0)
         alerts, notes = step(alerts, [], target="t", now=now, policy=policy, unseen=unseen)
