@@ -538,8 +538,8 @@ def _unacked_samples(
         if w.status != "offline"
         for tid in (*(t.task_id for t in w.active), *w.reserved_ids)
     }
-    # Silent, or answering without saying what it runs (active or the companion's reply
-    # failed): it may hold any of them.
+    # Silent, or answering without saying what it runs (its active or companion reply was
+    # an error or unreadable, so not recorded as answered): it may hold any of them.
     any_silent = any(
         w.status == "not_answering"
         or (w.status == "online" and not {"active", "doorman"} & set(w.answered))

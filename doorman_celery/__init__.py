@@ -132,8 +132,10 @@ __all__ = [
     "HEADER",
     "MAX_QUEUES",
     "MAX_TASKS",
+    "PUBLISH_UID",
     "STATS_KEY",
     "VERSION",
+    "WORKER_STEP",
     "delta",
     "dense",
     "install",
@@ -141,7 +143,8 @@ __all__ = [
     "stamp_publish_time",
 ]
 
-_PUBLISH_UID = "doorman-publish-time"
+PUBLISH_UID = "doorman-publish-time"
+WORKER_STEP = "doorman_celery._worker:Companion"
 
 
 def stamp_publish_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
@@ -159,7 +162,7 @@ def install(app: Any) -> None:
     """
     from celery.signals import before_task_publish
 
-    from ._worker import Companion
-
-    before_task_publish.connect(stamp_publish_time, weak=False, dispatch_uid=_PUBLISH_UID)
-    app.steps["worker"].add(Companion)
+    before_task_publish.connect(stamp_publish_time, weak=False, dispatch_uid=PUBLISH_UID)
+    # By name: Celery loads the step when a worker starts, so a producer (a web process, say)
+    # never imports the worker's machinery.
+    app.steps["worker"].add(WORKER_STEP)

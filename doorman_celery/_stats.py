@@ -8,7 +8,6 @@ from its threads; with the other pools the lock is never contended.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
@@ -57,7 +56,6 @@ class Stats:
         """Start from zero under a new boot id (a worker start)."""
         with self.lock:
             self.boot = secrets.token_hex(8)
-            self.pid = os.getpid()
             self.started = time.time()
             self.tasks: dict[str, list[float]] = {}
             self.queues: dict[str, list[float]] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -108,7 +109,7 @@ class CompanionRequest(_RequestBase):
                 if start is not None:
                     STATS.wait(queue_of(self.delivery_info), start - published)
         except Exception:  # never let accounting break task handling
-            logger.debug("doorman_celery: queue wait not counted", exc_info=True)
+            logger.debug("doorman_celery: queue wait not counted (%s)", _kind())
 
     def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> Any:
         _count_success(self, failed__retval__runtime)
@@ -121,10 +122,16 @@ class CompanionRequest(_RequestBase):
             try:
                 _count_failure(self, exc_info)
             except Exception:
-                logger.debug("doorman_celery: outcome not counted", exc_info=True)
+                logger.debug("doorman_celery: outcome not counted (%s)", _kind())
         return super().on_failure(
             exc_info, send_failed_event=send_failed_event, return_ok=return_ok
         )
+
+
+def _kind() -> str:
+    """The type of the exception being handled: the companion logs its own failures by kind
+    only (a traceback could chain to a task's exception, whose text may hold its data)."""
+    return type(sys.exc_info()[1]).__name__
 
 
 def _wrap_on_success(own: Callable[..., Any]) -> Callable[..., Any]:
@@ -153,7 +160,7 @@ def _count_success(req: Any, failed__retval__runtime: Any) -> None:
     try:
         STATS.outcome(req.name, SUCCEEDED, runtime)
     except Exception:
-        logger.debug("doorman_celery: outcome not counted", exc_info=True)
+        logger.debug("doorman_celery: outcome not counted (%s)", _kind())
 
 
 def _count_failure(req: Any, exc_info: Any) -> None:
@@ -185,7 +192,7 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False, 
         name = getattr(request, "shadow", None) or getattr(sender, "name", None) or ""
         STATS.outcome(str(name), EXPIRED if expired else REVOKED, None)
     except Exception:
-        logger.debug("doorman_celery: revoke not counted", exc_info=True)
+        logger.debug("doorman_celery: revoke not counted (%s)", _kind())
 
 
 # -- queues -----------------------------------------------------------------------------
@@ -223,7 +230,7 @@ def _lookup_queue(exchange: Any, routing_key: Any) -> str:
         if found:
             return str(found[0])
     except Exception:
-        logger.debug("doorman_celery: queue lookup failed", exc_info=True)
+        logger.debug("doorman_celery: queue lookup failed (%s)", _kind())
     return "" if routing_key is None else str(routing_key)
 
 
@@ -231,12 +238,14 @@ def _lookup_queue(exchange: Any, routing_key: Any) -> str:
 
 
 def _copy(requests: Any) -> list[Any]:
+    """A copy of one of Celery's request sets, which the pool changes meanwhile; raises
+    rather than answer "none" when it keeps changing (Celery then replies with an error)."""
     for _ in range(5):
         try:
             return list(requests)
         except RuntimeError:  # changed size during iteration (threads pool)
             continue
-    return []
+    raise RuntimeError("the worker's request set kept changing while it was read")
 
 
 def _active() -> list[dict[str, Any]]:
@@ -253,19 +262,24 @@ def _active() -> list[dict[str, Any]]:
     ]
 
 
-def _reserved() -> list[str]:
-    """Ids of the tasks received and waiting for the pool (Celery's ``reserved``)."""
-    active = set(_copy(worker_state.active_requests))
-    return [req.id for req in _copy(worker_state.reserved_requests) if req not in active]
+def _reserved() -> list[str] | None:
+    """Ids of the tasks received and waiting for the pool (Celery's ``reserved``); None
+    when they could not be read (the reply then leaves the list out: not known)."""
+    try:
+        active = set(_copy(worker_state.active_requests))
+        return [req.id for req in _copy(worker_state.reserved_requests) if req not in active]
+    except RuntimeError:
+        return None
 
 
-def _scheduled(consumer: Any) -> list[dict[str, Any]]:
-    """Id and ETA (epoch seconds) of the tasks held for their ETA (Celery's ``scheduled``)."""
+def _scheduled(consumer: Any) -> list[dict[str, Any]] | None:
+    """Id and ETA (epoch seconds) of the tasks held for their ETA (Celery's ``scheduled``);
+    None when the timer could not be read (the reply then leaves the list out)."""
     found: list[dict[str, Any]] = []
     try:
         waiting = list(consumer.timer.schedule.queue)
     except Exception:
-        return found
+        return None
     for item in waiting:
         try:
             request = item.entry.args[0]
@@ -281,19 +295,21 @@ def reply(consumer: Any = None) -> dict[str, Any]:
     """The ``doorman`` command's answer (format: the package docstring)."""
     stats = STATS
     counters = stats.snapshot()
-    return {
+    answer: dict[str, Any] = {
         "v": VERSION,
         "boot": stats.boot,
         "pid": os.getpid(),
         "started": round(stats.started, 3),
         "active": _active(),
-        "reserved": _reserved(),
-        "scheduled": _scheduled(consumer),
         "tasks": counters["tasks"],
         "queues": counters["queues"],
         "overflow": counters["overflow"],
         "buckets": list(BUCKETS),
     }
+    for key, listed in (("reserved", _reserved()), ("scheduled", _scheduled(consumer))):
+        if listed is not None:
+            answer[key] = listed
+    return answer
 
 
 def doorman(state: Any, **kwargs: Any) -> dict[str, Any]:
@@ -344,9 +360,9 @@ def compose_tasks(app: Any) -> None:
                 task.Request = composed
         except Exception:
             logger.warning(
-                "doorman_celery: task %s keeps its Request class; not counted",
+                "doorman_celery: task %s keeps its Request class; not counted (%s)",
                 getattr(task, "name", "?"),
-                exc_info=True,
+                _kind(),
             )
 
 
@@ -361,14 +377,17 @@ class Companion(bootsteps.StartStopStep):  # type: ignore[misc]
         STATS.reset()
         _queue_app = worker.app
         _queue_cache.clear()
-        compose_tasks(worker.app)
-        task_revoked.connect(_on_revoked, weak=False, dispatch_uid="doorman-companion-revoked")
+        # Without its command nothing could read the counters: then nothing is counted.
         self.registered = _register_command()
+        if self.registered:
+            compose_tasks(worker.app)
+            task_revoked.connect(_on_revoked, weak=False, dispatch_uid="doorman-companion-revoked")
 
     def start(self, worker: Any) -> None:
         # Tasks registered since __init__; the consumer (started last) builds its
         # strategies from the Request classes set here.
-        compose_tasks(worker.app)
+        if self.registered:
+            compose_tasks(worker.app)
 
     def info(self, worker: Any) -> dict[str, Any]:
         if not self.registered:

@@ -447,7 +447,8 @@ def _setting_conflicts(worker: Dialect | None, explicit: Dialect) -> list[str]:
         mine, theirs = getattr(explicit, name), getattr(worker, name)
         if mine is not None and theirs is not None and mine != theirs:
             setting = "priority_separator" if name == "sep" else name
-            conflicts.append(f"{setting} is set to {mine!r} but the workers use {theirs!r}")
+            shown = (_show(v) if isinstance(v, str) else repr(v) for v in (mine, theirs))
+            conflicts.append("{} is set to {} but the workers use {}".format(setting, *shown))
     return conflicts
 
 

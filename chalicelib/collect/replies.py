@@ -27,6 +27,7 @@ from ..model import (
     WorkerRaw,
 )
 from ..sanitize import parse_time
+from ..text import count
 
 
 class RemoteControlBusy(Exception):
@@ -55,6 +56,7 @@ class Reduced:
     companion_problem: str | None = None
     lists: set[str] = field(default_factory=set)
     latest_eta: float | None = None
+    companion_lists_unread: bool = False  # its reserved/scheduled list was too long to read
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -134,10 +136,10 @@ def _request_ids(reply: Any, *, nested: bool) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def reduce_active(reply: Any, into: Reduced) -> None:
+def reduce_active(reply: Any, into: Reduced) -> bool:
     """Keep id, task name and start time of each running task; nothing else."""
     if not isinstance(reply, list):
-        return
+        return False
     tasks: list[ActiveTask] = []
     for item in reply:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
@@ -151,6 +153,7 @@ def reduce_active(reply: Any, into: Reduced) -> None:
             )
         )
     into.active = tuple(tasks)
+    return True
 
 
 def reduce_reserved(reply: Any, into: Reduced) -> None:
@@ -248,9 +251,10 @@ class CompanionReply:
     reserved_ids: tuple[str, ...] | None = None
     scheduled_ids: tuple[str, ...] | None = None
     latest_eta: float | None = None
+    unread_lists: bool = False  # a list was there but too long (or malformed) to read
 
 
-def reduce_doorman(reply: Any, into: Reduced) -> None:
+def reduce_doorman(reply: Any, into: Reduced) -> bool:
     """Keep the running tasks (id, name, start time), the counters, the queue waits and the
     reserved/scheduled task ids of a ``doorman`` reply; nothing else. A reply that is not
     of the contract's shape leaves no data at all and names its problem instead."""
@@ -258,18 +262,19 @@ def reduce_doorman(reply: Any, into: Reduced) -> None:
         into.companion_problem = (
             PROBLEM_NO_COMMAND if reply == _UNKNOWN_COMMAND_REPLY else PROBLEM_FAILED
         )
-        return
+        return False
     try:
         parsed = parse_companion(reply)
     except _Newer:
         into.companion_problem = PROBLEM_NEWER
-        return
+        return False
     except Exception:  # _Malformed, or a hostile object no check foresaw: keep nothing
         into.companion_problem = PROBLEM_MALFORMED
-        return
+        return False
     into.companion_problem = None
     into.active = parsed.active
     into.companion = parsed.raw
+    into.companion_lists_unread = parsed.unread_lists
     if parsed.reserved_ids is not None:
         into.reserved_ids = parsed.reserved_ids
         into.lists.add("reserved")
@@ -277,6 +282,7 @@ def reduce_doorman(reply: Any, into: Reduced) -> None:
         into.scheduled_ids = parsed.scheduled_ids
         into.latest_eta = parsed.latest_eta
         into.lists.add("scheduled")
+    return True
 
 
 def parse_companion(reply: Any) -> CompanionReply:
@@ -302,9 +308,22 @@ def parse_companion(reply: Any) -> CompanionReply:
         overflow_tasks=_task(overflow["tasks"], size) if "tasks" in overflow else None,
         overflow_waits=_hist(overflow["queues"], size) if "queues" in overflow else None,
     )
-    reserved = _ids(reply["reserved"]) if "reserved" in reply else None
-    scheduled, eta = _scheduled(reply["scheduled"]) if "scheduled" in reply else (None, None)
-    return CompanionReply(_running(reply.get("active")), raw, reserved, scheduled, eta)
+    reserved = _optional_list(reply, "reserved", _ids)
+    listed = _optional_list(reply, "scheduled", _scheduled)
+    scheduled, eta = listed if listed is not None else (None, None)
+    unread = (reserved is None and "reserved" in reply) or (listed is None and "scheduled" in reply)
+    return CompanionReply(_running(reply.get("active")), raw, reserved, scheduled, eta, unread)
+
+
+def _optional_list(reply: dict[str, Any], key: str, read: Callable[[Any], _T]) -> _T | None:
+    """A reserved/scheduled list of the reply; None when it is absent, longer than
+    MAX_LISTED or malformed: then only that list is not known, the counters still are."""
+    if key not in reply:
+        return None
+    try:
+        return read(reply[key])
+    except _Malformed:
+        return None
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
@@ -465,6 +484,8 @@ _COMPANION_ERRORS = {
     " not known this check",
     "companion_unknown": "answered stats with an error: whether they have the companion is"
     " not known, so they were not asked for their running tasks",
+    "companion_lists": f"hold more than {MAX_LISTED:,} reserved or scheduled tasks (or sent an"
+    " unreadable list of them): those task ids are not known this check",
 }
 
 
@@ -484,6 +505,8 @@ def _companion_trouble(data: Reduced) -> set[str]:
         found.add("companion_version")
     if marker is not None and marker.has is None:
         found.add("companion_unknown")
+    if data.companion_lists_unread:
+        found.add("companion_lists")
     return found
 
 
@@ -495,12 +518,13 @@ def companion_errors(reduced: dict[str, Reduced]) -> tuple[ProbeError, ...]:
     for kind, text in _COMPANION_ERRORS.items():
         n = sum(1 for found in troubles if kind in found)
         if n:
-            who = "1 worker" if n == 1 else f"{n} workers"
-            errors.append(ProbeError("workers", kind, f"{who} {text}"))
+            errors.append(ProbeError("workers", kind, f"{count(n, 'worker')} {text}"))
     return tuple(errors)
 
 
-Reducer = Callable[[Any, Reduced], None]
+# A reducer keeps what it may of one reply; False: the reply said nothing usable (an error,
+# another shape), so the worker is not taken to have answered that question.
+Reducer = Callable[[Any, Reduced], bool | None]
 
 # Asked every check: one command, so a healthy check costs each worker one message. The
 # answer proves the worker alive and lists its running tasks (stuck tasks, saturation).
@@ -513,7 +537,6 @@ DETAIL_COMMANDS: tuple[tuple[str, Reducer], ...] = (
     ("scheduled", reduce_scheduled),
     ("active_queues", reduce_active_queues),
 )
-COMMANDS = CORE_COMMANDS + DETAIL_COMMANDS
 # Workers with the companion are asked ``doorman`` instead of active, reserved and scheduled
 # (whose replies carry task arguments); the detail that carries none still goes to them.
 COMPANION_CORE: tuple[tuple[str, Reducer], ...] = ((COMPANION_COMMAND, reduce_doorman),)

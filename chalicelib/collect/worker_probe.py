@@ -474,8 +474,8 @@ class WorkerProbe:
             if hostname not in expected:
                 return
             entry = reduced.setdefault(hostname, Reduced())
-            reducer(value, entry)
-            entry.answered.append(command)
+            if reducer(value, entry) is not False:
+                entry.answered.append(command)
 
         return on_reply
 

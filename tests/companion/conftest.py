@@ -22,7 +22,7 @@ from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 APP = "tests.support.companion_app"
-PUBLISH_UID = "doorman-publish-time"
+PUBLISH_UID = doorman_celery.PUBLISH_UID
 
 
 class Companions:

@@ -18,7 +18,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from chalicelib.embedded import EmbeddedError, wait_for_workers
-from doorman_celery import HEADER, install
+from doorman_celery import HEADER, PUBLISH_UID, install
 from tests.conftest import producer
 from tests.support.pii_app import PLANTED_EMAIL
 
@@ -208,7 +208,7 @@ def test_latency_follows_the_best_available_source(redis_server, checker):
         published_hook = time.time()
         app.quick.apply_async(queue="lat-hook")
     finally:
-        before_task_publish.disconnect(dispatch_uid="doorman-publish-time")
+        before_task_publish.disconnect(dispatch_uid=PUBLISH_UID)
     published_exp = time.time()
     app.quick.apply_async(queue="lat-expires", expires=600)
     app.quick.apply_async(queue="lat-observed")

@@ -49,7 +49,8 @@ def test_expired_messages_in_the_eta_window_are_counted_and_alerted(
 def test_impossible_or_padded_times_are_not_taken_for_an_expiry(
     redis_server: Any, checker: Any
 ) -> None:
-    """Celery refuses such messages as invalid: Doorman does not call them expired."""
+    """Celery refuses such messages as invalid, and reads a naive time in the app's timezone:
+    Doorman does not call them expired."""
     client = redis_server.client()
     bind(client, "odd")
     for i, text in enumerate(
@@ -59,6 +60,7 @@ def test_impossible_or_padded_times_are_not_taken_for_an_expiry(
             "2020-01-01T00:00:00garbage",
             "2020-01-01T00:00:00+99:99",
             "2020-01-01T00:00:00.5x",
+            "2020-01-01T00:00:00",  # naive: in the app's timezone, which Redis does not know
         ]
     ):
         client.lpush("odd", message(**_headers(id=f"o{i}", eta=_iso(3600), expires=text)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from typing import Any
 
 import pytest
@@ -149,7 +150,7 @@ def test_a_reply_made_by_the_companions_own_counters_is_read() -> None:
     reply = {
         "v": doorman_celery.VERSION,
         "boot": stats.boot,
-        "pid": stats.pid,
+        "pid": os.getpid(),
         "started": round(stats.started, 3),
         "active": [],
         **stats.snapshot(),
@@ -162,7 +163,7 @@ def test_a_reply_made_by_the_companions_own_counters_is_read() -> None:
     assert list(ok.runtime.counts) == doorman_celery.dense(reply["tasks"]["app.ok"]["runtime"])
     assert data.companion.tasks["app.bad"].failed == 1
     assert data.companion.waits["celery"].count == 1
-    # An older companion gives no lists: not known, not "none".
+    # A reply without the lists (the companion could not read them): not known, not "none".
     assert data.lists == set() and data.reserved_ids == () and data.latest_eta is None
 
 
@@ -255,14 +256,6 @@ HOSTILE = {
     "buckets NaN": _set(("buckets", 3), math.nan),
     "buckets text": _set(("buckets", 0), "0.001"),
     "buckets too many": _set(("buckets",), [float(i) for i in range(1, 300)]),
-    "reserved not a list": _set(("reserved",), "task-3"),
-    "reserved id int": _set(("reserved", 0), 3),
-    "reserved id 1 MB": _set(("reserved", 0), MEGA),
-    "reserved too many": _set(("reserved",), ["t"] * (MAX_LISTED + 1)),
-    "scheduled entry not a dict": _set(("scheduled", 0), "task-5"),
-    "scheduled eta NaN": _set(("scheduled", 0, "eta"), math.nan),
-    "scheduled eta text": _set(("scheduled", 0, "eta"), "2026-01-01T00:00:00"),
-    "scheduled id missing": _drop("scheduled", 0, "id"),
     "reply a list": [good_reply()],
     "reply text": f"{{'v': 1, 'email': '{EMAIL}'}}",
     "reply None": None,
@@ -282,6 +275,36 @@ def test_a_hostile_reply_leaves_no_data_and_names_its_problem(name: str) -> None
     assert [(e.component, e.kind) for e in errors] == [("workers", "companion_reply")]
     assert_nothing_planted(errors)
     assert MEGA not in repr(errors)
+
+
+# A reserved or scheduled list that cannot be read (a worker holding more than MAX_LISTED
+# ETA tasks is real): only that list is not known; the counters and the rest are kept.
+HOSTILE_LISTS = {
+    "reserved not a list": _set(("reserved",), "task-3"),
+    "reserved id int": _set(("reserved", 0), 3),
+    "reserved id 1 MB": _set(("reserved", 0), MEGA),
+    "reserved too many": _set(("reserved",), ["t"] * (MAX_LISTED + 1)),
+    "scheduled entry not a dict": _set(("scheduled", 0), "task-5"),
+    "scheduled eta NaN": _set(("scheduled", 0, "eta"), math.nan),
+    "scheduled eta text": _set(("scheduled", 0, "eta"), "2026-01-01T00:00:00"),
+    "scheduled id missing": _drop("scheduled", 0, "id"),
+    "scheduled too many": _set(("scheduled",), [{"id": "t", "eta": None}] * (MAX_LISTED + 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_LISTS))
+def test_an_unreadable_list_is_not_known_and_said_the_rest_is_kept(name: str) -> None:
+    broken = name.split()[0]
+    data = reduced_of(copy.deepcopy(HOSTILE_LISTS[name]))
+    assert data.companion_problem is None and data.companion is not None
+    assert data.companion.tasks == reduced_of(good_reply()).companion.tasks  # type: ignore[union-attr]
+    assert broken not in data.lists and data.lists == {"reserved", "scheduled"} - {broken}
+    assert (data.reserved_ids if broken == "reserved" else data.scheduled_ids) == ()
+    assert data.companion_lists_unread
+    assert_nothing_planted(data)
+    errors = companion_errors({"w@x": data})
+    assert [(e.component, e.kind) for e in errors] == [("workers", "companion_lists")]
+    assert MEGA not in repr(errors) and "10,000" in errors[0].message
 
 
 def test_the_hostile_cases_differ_from_a_good_reply_in_one_place_only() -> None:
@@ -448,3 +471,38 @@ def test_any_reply_is_reduced_without_raising_or_leaking(reply: Any) -> None:
     assert (data.companion is None) == (data.companion_problem is not None)
     if data.companion is None:
         assert data.active == () and data.lists == set()
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        ("doorman", {"error": "KeyError('doorman')"}),  # the companion is gone
+        ("doorman", {"error": "RuntimeError('boom')"}),  # its command failed
+        ("doorman", {"v": 1, "boot": 5}),  # not of the contract's shape
+        ("doorman", {"v": 2}),  # a newer companion
+        ("active", {"error": "RuntimeError('boom')"}),  # Celery's own command failed
+    ],
+)
+def test_an_unusable_reply_does_not_count_as_saying_what_the_worker_runs(
+    command: str, reply: Any
+) -> None:
+    """The worker is online, but what it runs is unknown: an overdue unacked task it may
+    hold is not called orphaned (that would be a false alert on a healthy cluster)."""
+    from chalicelib.collect.replies import reduce_active
+    from chalicelib.collect.worker_probe import WorkerProbe, _worker_from
+    from chalicelib.model import Snapshot, UnackedEntry, UnackedRaw
+    from chalicelib.sanitize import Hasher, sanitize
+
+    reducer = reduce_doorman if command == "doorman" else reduce_active
+    reduced: dict[str, Reduced] = {}
+    WorkerProbe._collector(command, reducer, reduced, {"w@h"})("w@h", reply)
+    worker = _worker_from("w@h", reduced["w@h"], True)
+    assert worker.status == "online" and command not in worker.answered
+    unacked = UnackedRaw(1, 1, (UnackedEntry("t-1", "app.x", "celery", 7200.0),), 3600.0)
+    snapshot = Snapshot("t", 1e9, True, workers=(worker,), unacked=unacked)
+    _, entries = sanitize(snapshot, hasher=Hasher("k"), previous_observations={})
+    assert [e.held_by_live_worker for e in entries] == [True]
+    # A usable reply does count: then an unlisted task is orphaned.
+    good: dict[str, Reduced] = {}
+    WorkerProbe._collector("active", reduce_active, good, {"w@h"})("w@h", [])
+    assert good["w@h"].answered == ["active"]

@@ -102,11 +102,10 @@ end
 local function inspect(raw, level)
   local size = string.len(raw)
   used = used + size  -- LINDEX copied it, decoded or not
-  local r = {l = level, s = size, k = false}
+  local r = {l = level, k = false}
   local digest = redis.sha1hex(string.sub(raw, 1, 512)) .. ':' .. size
   if size > peek_max then
     r.f = digest
-    r.x = 'oversized'
     return r, true
   end
   local ok, msg = pcall(cjson.decode, raw)
@@ -141,10 +140,9 @@ local function inspect(raw, level)
 end
 
 -- The oldest due message of one list: ETA tasks not due yet at the old end are passed
--- over, up to ``window`` messages. ``sk`` counts those passed over; ``wx`` says the window
--- ended before a due message (or the list's end) was found, so the latency of what waits
--- behind is not measured; ``xp`` counts the messages looked at whose ``expires`` has
--- passed (a worker will discard them unrun).
+-- over, up to ``window`` messages. ``wx`` says the window ended before a due message (or
+-- the list's end) was found, so the latency of what waits behind is not measured; ``xp``
+-- counts the messages looked at whose ``expires`` has passed (a worker will discard them).
 local function peek(key, level, length)
   local oldest = nil
   local looked = 0
@@ -153,10 +151,12 @@ local function peek(key, level, length)
     local raw = call('LINDEX', key, -i)
     if type(raw) ~= 'string' then break end
     local r, due = inspect(raw, level)
-    local gone = r.exp and epoch(r.exp)
+    -- Only an expiry with its offset is a time: a naive one is read in the app's timezone,
+    -- which Redis does not know.
+    local gone = r.exp and (string.find(r.exp, 'Z$') or string.find(r.exp, '[%+%-]%d%d:?%d%d$'))
+      and epoch(r.exp)
     if gone and gone < now then expired = expired + 1 end
     if due then
-      if i > 1 then r.sk = i - 1 end
       if expired > 0 then r.xp = expired end
       return r
     end
@@ -165,7 +165,6 @@ local function peek(key, level, length)
     if used >= budget then break end
   end
   if oldest then
-    oldest.sk = looked
     if length > looked then oldest.wx = true end
     if expired > 0 then oldest.xp = expired end
   end
