@@ -5,6 +5,7 @@ Prints one table and a last line of ``key=value`` figures. Run with ``make bench
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def bench_healthy() -> dict[str, float]:
         assert payload["metrics"]["alive_workers"] == 2, payload["metrics"]
         assert payload["metrics"]["total_pending"] == QUEUES * MESSAGES_PER_QUEUE
         doorman_ms, _ = _median_ms(lambda: run_check(settings, deps), RUNS)
-        deps.collector.close()
+        _release(settings, deps)
 
         from celery import Celery
 
@@ -141,8 +142,8 @@ def bench_healthy_companion() -> dict[str, float]:
             checks[label] = _check_deps(server.url)
         medians = _take_turns(checks, COMPANION_CHECK_ROUNDS, verify)
     finally:
-        for _settings, deps in checks.values():
-            deps.collector.close()
+        for settings, deps in checks.values():
+            _release(settings, deps)
         for worker in workers:
             worker.stop()
         for server in servers:
@@ -227,6 +228,14 @@ def _check_deps(url: str, **overrides: object) -> tuple[Any, Any]:
     return settings, deps
 
 
+def _release(settings: Any, deps: Any) -> None:
+    """Close what ``_check_deps`` opened and remove its state directory."""
+    from chalicelib.wiring import close_deps
+
+    close_deps(deps)
+    shutil.rmtree(Path(settings.default_state_path).parent, ignore_errors=True)
+
+
 def _take_turns(
     checks: dict[Any, tuple[Any, Any]],
     rounds: int,
@@ -281,8 +290,8 @@ def bench_scale_queues() -> dict[str, float]:
         for label, median in _take_turns(checks, SCALE_ROUNDS, verify).items():
             figures[f"scale_{label}_check_ms"] = median
     finally:
-        for _settings, deps in checks.values():
-            deps.collector.close()
+        for settings, deps in checks.values():
+            _release(settings, deps)
         for server in servers:
             server.stop()
     figures["scale_1m_vs_1k_ratio"] = round(
@@ -346,7 +355,7 @@ def bench_redis_budget() -> dict[str, float]:
             assert payloads[0]["metrics"]["total_pending"] == count * 3
             figures[f"budget_{label}_check_ms"] = round(timed[0], 1)
             figures[f"budget_{label}_longest_ms"] = round(ms, 2)
-            deps.collector.close()
+            _release(settings, deps)
         finally:
             server.stop()
     server = RedisServer().start()
@@ -384,7 +393,7 @@ def bench_redis_budget() -> dict[str, float]:
         figures["budget_1m_members_worst_ping_ms"] = round(worst[0], 2)
         baseline, _name = _longest_command(server, lambda: client.smembers("_kombu.binding.huge"))
         figures["budget_1m_members_baseline_ms"] = round(baseline, 1)
-        deps.collector.close()
+        _release(settings, deps)
         client.close()
     finally:
         server.stop()
@@ -424,8 +433,8 @@ def bench_scale_workers() -> dict[str, float]:
         for count, median in _take_turns(checks, WORKER_ROUNDS, verify).items():
             figures[f"workers_{count}_check_ms"] = median
     finally:
-        for _settings, deps in checks.values():
-            deps.collector.close()
+        for settings, deps in checks.values():
+            _release(settings, deps)
         for worker in workers:
             worker.stop()
         for server in servers:
@@ -577,7 +586,7 @@ def bench_cloudwatch() -> dict[str, float]:
         _slow_client(server).eval(FILL_LUA, 0, QUEUES, MESSAGES_PER_QUEUE, TEMPLATE)
         settings, deps = _check_deps(server.url)
         payload = run_check(settings, deps).payload
-        deps.collector.close()
+        _release(settings, deps)
     finally:
         worker.stop()
         server.stop()

@@ -61,7 +61,7 @@ CATALOGUE: Mapping[AlertType, AlertKind] = _kinds(
     AlertKind(
         T.WORKERS_DOWN,
         Severity.EMERGENCY,
-        "All workers down",
+        "All workers down",  # an emergency: fires at once whatever pending_checks says
         # workers_down explains these: while it fires they stay quiet.
         inhibits=frozenset(
             {

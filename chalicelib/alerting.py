@@ -15,13 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .alert_types import BLIND_TYPE, CATALOGUE, AlertType, kind_of
+from .alert_types import BLIND_TYPE, AlertType, kind_of
 from .model import Finding, Severity
 
 TRIGGER, RENOTIFY, ESCALATE, RESOLVE = "trigger", "renotify", "escalate", "resolve"
-
-# What workers_down mutes, from the catalogue (kept under this name for its readers).
-INHIBITED_BY_WORKERS_DOWN = CATALOGUE[AlertType.WORKERS_DOWN].inhibits
 
 
 @dataclass(frozen=True)
@@ -240,7 +237,7 @@ def step(
     for key, prev in alerts.items():
         if key not in by_key:
             hidden = blind or (unseen is not None and unseen(prev))
-            kept = _unseen(prev, target=target, now=now, policy=policy, blind=hidden, out=out)
+            kept = _unseen(prev, target=target, now=now, policy=policy, hidden=hidden, out=out)
             if kept is not None:
                 new[key] = kept
     return new, out
@@ -282,12 +279,12 @@ def _unseen(
     target: str,
     now: float,
     policy: Policy,
-    blind: bool,
+    hidden: bool,
     out: list[Notification],
 ) -> AlertState | None:
     """An alert the check did not find: kept as it was (a check blind to it), one clean check
     further, or gone (None; a resolve appended to ``out`` when its trigger was sent)."""
-    if blind and prev.type != BLIND_TYPE:
+    if hidden and prev.type != BLIND_TYPE:
         return prev  # unseen, not cleared
     clean = prev.clean_count + 1
     if prev.state == "pending":

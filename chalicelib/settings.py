@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .alert_types import ALERT_TYPE_NAMES
+from .alert_types import ALERT_TYPE_NAMES, CATALOGUE
 from .model import Severity
 
 # Re-exported: it lived here, and callers build Settings with it.
@@ -59,23 +59,28 @@ def _parse_count(value: Any) -> int:
     return number
 
 
-def _parse_seconds(value: Any) -> float:
+def _parse_number(value: Any, noun: str = "a number") -> float:
+    """A finite, non-negative number, from a number or its text (bools refused)."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a number of seconds, got {_show(value)}")
+        raise ValueError(f"expected {noun}, got {_show(value)}")
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise ValueError(f"expected a number of seconds, got {_show(value)}") from None
+            raise ValueError(f"expected {noun}, got {_show(value)}") from None
     else:
-        raise ValueError(f"expected a number of seconds, got {_show(value)}")
+        raise ValueError(f"expected {noun}, got {_show(value)}")
     if number != number or number in (float("inf"), float("-inf")):
         raise ValueError("must be a finite number")
     if number < 0:
         raise ValueError(f"must not be negative, got {value}")
     return number
+
+
+def _parse_seconds(value: Any) -> float:
+    return _parse_number(value, "a number of seconds")
 
 
 DAY = 86400.0
@@ -99,13 +104,8 @@ def _number_between(low: float, high: float) -> Callable[[Any], float]:
     """A finite number from ``low`` to ``high`` (a percentage, say)."""
 
     def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {_show(value)}")
-        try:
-            number = float(value.strip() if isinstance(value, str) else value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {_show(value)}") from None
-        if not low <= number <= high:  # NaN fails this too
+        number = _parse_number(value)
+        if not low <= number <= high:
             raise ValueError(f"must be from {low:g} to {high:g}, got {_show(value)}")
         return number
 
@@ -164,6 +164,10 @@ def _parse_name(value: Any) -> str:
 
 # Every alert type's name (the catalogue's), as alert_pending_checks takes them.
 ALERT_TYPES = ALERT_TYPE_NAMES
+# alert_pending_checks' default, as the configuration table shows it (from the catalogue).
+_PENDING_SHOWN = "1 for emergencies and {}, else 2".format(
+    ", ".join(f"`{t.value}`" for t, kind in CATALOGUE.items() if kind.pending_checks == 1)
+)
 
 
 # Checks an alert waits for (to fire, to resolve): more than this is never meant.
@@ -727,7 +731,7 @@ class Settings:
         "DOORMAN_ALERT_PENDING_CHECKS",
         "breaching checks before an alert fires",
         form="`type=n,...`",
-        shown="1 for emergencies and `redis_unreachable`, else 2",
+        shown=_PENDING_SHOWN,
     )
     alert_resolve_after_checks: int = _setting(
         2,

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from .embedded import RedisServer, Worker, point_app_at, wait_for_workers
+from .embedded import EmbeddedError, RedisServer, Worker, point_app_at, wait_for_workers
 from .report import render_text
 from .settings import load_settings
 from .wiring import close_deps, local_deps
@@ -157,7 +157,8 @@ def _enqueue(url: str, scenario: Scenario) -> None:
 
 def _wait_done(url: str, timeout: float = 30.0) -> None:
     """Until no task waits in the demo's queue nor is held unacknowledged by a worker (each
-    ended: run, failed or discarded at expiry), at most ``timeout`` seconds."""
+    ended: run, failed or discarded at expiry); raises EmbeddedError after ``timeout``
+    seconds (the next check would show a scenario that has not happened yet)."""
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + timeout
     try:
@@ -167,6 +168,7 @@ def _wait_done(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.05)
     finally:
         client.close()
+    raise EmbeddedError(f"the scenario's tasks did not finish within {timeout:.0f} s")
 
 
 def run_scenario(scenario: Scenario, checks: int = 1) -> list[dict[str, Any]]:

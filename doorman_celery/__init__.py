@@ -58,7 +58,9 @@ An inspect command without arguments, e.g.
 ``kwargs``, ``argsrepr``, ``kwargsrepr``, ``hostname``, ``delivery_info``...). ``time_start``:
 epoch seconds the pool accepted it; ``worker_pid``: the process running it (a pool child in
 prefork, else the main process); ``queue``: see below. ``reserved`` and ``scheduled``: what
-Celery's ``reserved`` and ``scheduled`` answer, reduced to the task ids (and the ETA).
+Celery's ``reserved`` and ``scheduled`` answer, reduced to the task ids (and the ETA); a list
+the worker could not read this time is left out (not known, never "none"). Doorman reads at
+most 10,000 entries of each: a longer list is not read, and its check says so.
 
 TASK, per task name (Celery's name for it: the ``shadow`` name when one is set). Counters are
 cumulative since ``started``, ints, and **absent when 0**:

@@ -114,7 +114,7 @@ def check_once(settings: Any, *, at: float | None = None) -> dict[str, Any]:
     ``at``: the check's clock reads that time (the collector and the rules take it from
     there), so a test can place a check before or after a limit without waiting for it.
     """
-    from chalicelib.wiring import local_deps
+    from chalicelib.wiring import close_deps, local_deps
 
     deps = local_deps(settings)
     if at is not None:
@@ -122,9 +122,7 @@ def check_once(settings: Any, *, at: float | None = None) -> dict[str, Any]:
     try:
         return run_check(settings, deps).payload
     finally:
-        deps.collector.close()
-        if deps.store is not None:
-            deps.store.close()
+        close_deps(deps)
 
 
 @pytest.fixture

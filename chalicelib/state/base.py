@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from ..analyse.outcomes import (
 from ..model import Dialect, Observation
 
 OUTBOX_TTL_SECONDS = 3 * 86400
+
+log = logging.getLogger("doorman")
 
 
 class StateError(Exception):
@@ -99,19 +102,35 @@ class TargetState:
         )
 
 
+# What a stored baseline or window entry of a wrong shape raises when read back.
+_SHAPE_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OverflowError, StateError)
+
+
 def _outcomes(body: dict[str, Any]) -> dict[str, Any]:
-    """The companions' baselines and window; shaped like nothing known (another version, a
-    hand edit): none, so the next check starts a new baseline instead of failing."""
+    """The companions' baselines and window, entry by entry: one shaped like nothing known
+    (another version, a hand edit) is dropped and logged, so that worker starts a new
+    baseline; the others are kept."""
+    found: dict[str, Any] = {"baselines": {}, "outcome_window": []}
+    dropped = 0
     try:
-        return {
-            "outcomes_at": _optional_number(body, "outcomes_at"),
-            "baselines": {
-                str(k): baseline_from_json(v) for k, v in (body.get("baselines") or {}).items()
-            },
-            "outcome_window": [window_from_json(e) for e in body.get("outcome_window") or []],
-        }
-    except Exception:
-        return {}
+        found["outcomes_at"] = _optional_number(body, "outcomes_at")
+    except _SHAPE_ERRORS:
+        dropped += 1
+    baselines = body.get("baselines")
+    for key, value in (baselines if isinstance(baselines, dict) else {}).items():
+        try:
+            found["baselines"][str(key)] = baseline_from_json(value)
+        except _SHAPE_ERRORS:
+            dropped += 1
+    window = body.get("outcome_window")
+    for entry in window if isinstance(window, list) else []:
+        try:
+            found["outcome_window"].append(window_from_json(entry))
+        except _SHAPE_ERRORS:
+            dropped += 1
+    if dropped:
+        log.warning("state: %d stored task-outcome entries of an unknown shape dropped", dropped)
+    return found
 
 
 def _alert(key: str, value: Any) -> AlertState:

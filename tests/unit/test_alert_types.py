@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.alert_types import ALERT_TYPE_NAMES, BLIND_TYPE, CATALOGUE, AlertType, kind_of
-from chalicelib.alerting import INHIBITED_BY_WORKERS_DOWN, Policy, muted_types
+from chalicelib.alerting import Policy, muted_types
 from chalicelib.analyse.rules import evaluate
 from chalicelib.analyse.trends import Trends
 from chalicelib.model import Finding, Sample, Severity
@@ -83,7 +83,7 @@ def test_alerts_and_notifications_of_a_finding_serialize_as_with_plain_names() -
 
 def test_workers_down_inhibits_what_it_always_did() -> None:
     old = {"backlog_explosion", "high_latency", "queue_growing", "ghost_workers", "saturation_high"}
-    assert old == INHIBITED_BY_WORKERS_DOWN
+    assert old == CATALOGUE[AlertType.WORKERS_DOWN].inhibits
     assert muted_types([finding("workers_down")]) == old
     assert muted_types([finding("stuck_task")]) == set()
     assert muted_types([finding(BLIND_TYPE), finding("workers_down")]) is None

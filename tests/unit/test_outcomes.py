@@ -341,17 +341,30 @@ def test_a_change_of_naming_starts_new_baselines() -> None:
         {"boot": "b", "started": 1.0, "tasks": {}, "waits": {"q": [1, 1.0, 1.0, 5, 4, 1, 1, 1]}},
     ],
 )
-def test_a_malformed_stored_baseline_loads_as_none(bad: dict[str, object]) -> None:
+def test_a_malformed_stored_baseline_is_dropped_alone(
+    bad: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
     """Infinity, a 300,000,000-bucket histogram, a negative count, a wrong shape: the state
-    loads (without outcomes, learnt again), quickly and without the memory asked for."""
+    loads, quickly and without the memory asked for; that worker's baseline is dropped
+    (learnt again) and said, the other worker's and the window are kept."""
     import time
 
+    from chalicelib.analyse.outcomes import baseline_to_json, window_to_json
     from chalicelib.state import TargetState
 
+    good = base_of(raw(t=TaskCounters(succeeded=4, runtime=hist(0.05))))
+    entry = WindowEntry(4.0, {"t": TaskCounters(failed=1)}, "scrubbed")
+    body = {
+        "baselines": {"w-1": bad, "w-2": baseline_to_json(good)},
+        "outcome_window": [window_to_json(entry), {"at": "soon"}],
+        "outcomes_at": 5.0,
+    }
     started = time.perf_counter()
-    state = TargetState.from_json(3, {"baselines": {"w-1": bad}, "outcomes_at": 5.0})
-    assert state.baselines == {} and state.version == 3
+    state = TargetState.from_json(3, body)
     assert time.perf_counter() - started < 1.0
+    assert state.version == 3 and state.outcomes_at == 5.0
+    assert state.baselines == {"w-2": good} and state.outcome_window == [entry]
+    assert "2 stored task-outcome entries of an unknown shape dropped" in caplog.text
 
 
 def test_a_check_that_is_not_committed_withholds_its_task_figures(tmp_path) -> None:
